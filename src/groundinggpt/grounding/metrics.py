@@ -1,0 +1,350 @@
+"""Grounding metrics as torchmetrics `Metric`s: box accuracy, temporal recall, POPE.
+
+Every state is a sum (``dist_reduce_fx="sum"``), so a metric synced across DDP ranks gives
+exactly the value of a single process on the union of the data. A prediction counts as a hit
+at threshold ``t`` when its IoU is ``>= t`` (so IoU 0.5 exactly is a hit at 0.5), computed in
+float64. A prediction that did not parse (None) is a miss with IoU 0.
+
+`GroundingMetrics` routes generated text to the right metric by task name and returns the flat
+keys of DESIGN.md (``rec/acc@0.5``, ``vtg/r1@0.3``, ``pope/f1``, ...).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torchmetrics import Metric
+
+from groundinggpt.grounding.format import (
+    Box,
+    Span,
+    format_box,
+    format_span,
+    paired_box_iou,
+    paired_span_iou,
+    parse_box,
+    parse_span,
+    parse_yes_no,
+)
+
+TASKS = ("rec", "sl", "vtg", "pope")
+
+
+def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
+    out = tuple(float(t) for t in thresholds)
+    if not out or not all(0.0 < t <= 1.0 for t in out):
+        raise ValueError(f"IoU thresholds must be a non-empty list in (0, 1], got {thresholds!r}")
+    return out
+
+
+def _check_lengths(preds: Sequence, targets: Sequence) -> None:
+    if len(preds) != len(targets):
+        raise ValueError(f"got {len(preds)} predictions but {len(targets)} targets")
+
+
+class _IoUThresholdMetric(Metric):
+    """Shared machinery: IoU per pair, hits per threshold, IoU sum, count."""
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    _width: int  # 4 for boxes, 2 for spans
+    _prefix: str  # key prefix: "acc" or "r1"
+
+    def __init__(self, thresholds: Sequence[float], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.thresholds = _check_thresholds(thresholds)
+        n = len(self.thresholds)
+        self.add_state("hits", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("total", torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def _iou(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _as_tensor(self, rows: Sequence[Sequence[float]], what: str) -> torch.Tensor:
+        t = torch.as_tensor(rows, dtype=torch.float64, device=self.device)
+        if t.ndim != 2 or t.shape[1] != self._width or not torch.isfinite(t).all():
+            raise ValueError(f"{what} must be finite rows of {self._width} numbers, got {rows!r}")
+        return t
+
+    def update(
+        self, preds: Sequence[Sequence[float] | None], targets: Sequence[Sequence[float]]
+    ) -> None:
+        _check_lengths(preds, targets)
+        if not targets:
+            return
+        target = self._as_tensor(list(targets), "targets")  # (N, W)
+        parsed = [p is not None for p in preds]
+        pred = self._as_tensor(
+            [p if p is not None else (0.0,) * self._width for p in preds], "predictions"
+        )  # (N, W)
+        valid = torch.tensor(parsed, device=self.device)  # (N,)
+        iou = torch.where(valid, self._iou(pred, target), 0.0)  # (N,)
+        thr = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)  # (K,)
+        self.hits += (iou[:, None] >= thr[None, :]).sum(0)  # (K,)
+        self.iou_sum += iou.sum()
+        self.total += len(targets)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        total = self.total.clamp(min=1).to(torch.float64)  # no samples -> 0.0, not NaN
+        out = {f"{self._prefix}@{t:g}": self.hits[i] / total for i, t in enumerate(self.thresholds)}
+        out["miou"] = self.iou_sum / total
+        return out
+
+
+class BoxAccuracy(_IoUThresholdMetric):
+    """Share of boxes whose IoU with the target is ``>=`` each threshold, plus mean IoU.
+
+    Args:
+        thresholds: IoU thresholds in (0, 1]; one ``acc@{t:g}`` key each.
+        **kwargs: passed to `torchmetrics.Metric` (e.g. ``sync_on_compute``).
+
+    Example:
+        >>> m = BoxAccuracy()
+        >>> m.update([(0.0, 0.0, 0.5, 1.0), None], [(0.0, 0.0, 1.0, 1.0)] * 2)
+        >>> {k: float(v) for k, v in m.compute().items()}
+        {'acc@0.5': 0.5, 'miou': 0.25}
+    """
+
+    _width = 4
+    _prefix = "acc"
+
+    def __init__(self, thresholds: Sequence[float] = (0.5,), **kwargs) -> None:
+        super().__init__(thresholds, **kwargs)
+
+    def _iou(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return paired_box_iou(preds, targets)
+
+
+class TemporalGroundingRecall(_IoUThresholdMetric):
+    """Recall@1 of time spans at temporal IoU thresholds (``r1@{t:g}``), plus mean IoU.
+
+    Args:
+        thresholds: temporal IoU thresholds in (0, 1].
+        **kwargs: passed to `torchmetrics.Metric`.
+
+    Example:
+        >>> m = TemporalGroundingRecall()
+        >>> m.update([(0.0, 0.6)], [(0.0, 1.0)])
+        >>> {k: round(float(v), 2) for k, v in m.compute().items()}
+        {'r1@0.3': 1.0, 'r1@0.5': 1.0, 'r1@0.7': 0.0, 'miou': 0.6}
+    """
+
+    _width = 2
+    _prefix = "r1"
+
+    def __init__(self, thresholds: Sequence[float] = (0.3, 0.5, 0.7), **kwargs) -> None:
+        super().__init__(thresholds, **kwargs)
+
+    def _iou(self, preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return paired_span_iou(preds, targets)
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den`` in float64, 0.0 where ``den`` is 0."""
+    num, den = num.to(torch.float64), den.to(torch.float64)
+    return torch.where(den > 0, num / den.clamp(min=1), 0.0)
+
+
+class PopeMetrics(Metric):
+    """POPE binary metrics with "yes" as the positive class.
+
+    An unparsable prediction (None) is wrong: a false negative when the label is yes, a false
+    positive when the label is no, so it lowers accuracy and recall or precision. It is not a
+    "yes" for ``yes_ratio`` (the share of answers that parsed as yes). ``unparsed`` is the
+    share of predictions that did not parse. Any ratio with a zero denominator is 0.0.
+
+    Args:
+        **kwargs: passed to `torchmetrics.Metric`.
+
+    Example:
+        >>> m = PopeMetrics()
+        >>> m.update([True, False, None, True], [True, True, False, False])
+        >>> {k: round(float(v), 3) for k, v in m.compute().items()}["precision"]
+        0.333
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+    _STATES = ("tp", "fp", "tn", "fn", "unparsed_pos", "unparsed_neg")
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        for name in self._STATES:
+            self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, preds: Sequence[bool | None], targets: Sequence[bool]) -> None:
+        _check_lengths(preds, targets)
+        if not all(isinstance(t, (bool, np.bool_)) for t in targets):
+            raise ValueError(f"POPE targets must be booleans, got {list(targets)!r}")
+        counts = dict.fromkeys(self._STATES, 0)
+        for p, t in zip(preds, targets, strict=True):
+            if p is None:
+                counts["unparsed_pos" if t else "unparsed_neg"] += 1
+            else:
+                counts[("tp" if t else "fp") if p else ("fn" if t else "tn")] += 1
+        for name, n in counts.items():
+            setattr(self, name, getattr(self, name) + n)
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        fn = self.fn + self.unparsed_pos
+        fp = self.fp + self.unparsed_neg
+        total = self.tp + self.tn + fp + fn
+        precision = _ratio(self.tp, self.tp + fp)
+        recall = _ratio(self.tp, self.tp + fn)
+        return {
+            "accuracy": _ratio(self.tp + self.tn, total),
+            "precision": precision,
+            "recall": recall,
+            "f1": _ratio(2 * precision * recall, precision + recall),
+            "yes_ratio": _ratio(self.tp + self.fp, total),
+            "unparsed": _ratio(self.unparsed_pos + self.unparsed_neg, total),
+        }
+
+
+class _TaskCounts(Metric):
+    """Samples seen per task, synced like the metrics so every rank agrees on empty tasks."""
+
+    full_state_update = False
+
+    def __init__(self, n: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("counts", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, index: int, n: int) -> None:
+        self.counts[index] += n
+
+    def compute(self) -> torch.Tensor:
+        return self.counts.clone()
+
+
+_PARSERS = {"rec": parse_box, "sl": parse_box, "vtg": parse_span, "pope": parse_yes_no}
+
+
+def _parse_reference(task: str, text: str, index: int) -> Box | Span | bool:
+    value = _PARSERS[task](text)
+    if value is None:
+        raise ValueError(f"reference {index} of task {task!r} does not parse: {text!r}")
+    return value
+
+
+class GroundingMetrics(nn.Module):
+    """All grounding metrics, fed with generated text and reference text.
+
+    Outputs and references are parsed with the format parser: the first box for ``rec`` and
+    ``sl``, the first span for ``vtg``, yes/no for ``pope``. Samples of other tasks are ignored
+    and counted in `num_ignored` (this process only, not synced). A reference that does not
+    parse is a data bug and raises `ValueError` before any state changes.
+
+    Args:
+        box_thresholds: IoU thresholds of ``rec`` and ``sl`` accuracy.
+        span_thresholds: temporal IoU thresholds of ``vtg`` recall.
+        sync_on_compute: sync states across DDP ranks in `compute` (turn off to compute on
+            one rank only, e.g. for baselines).
+
+    Example:
+        >>> m = GroundingMetrics()
+        >>> m.update(["rec", "pope", "caption"], ["[0, 0, 0.5, 1]", "Yes.", "a cat"],
+        ...          ["[0.0, 0.0, 1.0, 1.0]", "No.", "a dog"])
+        >>> m.compute()["rec/acc@0.5"], m.compute()["pope/accuracy"], m.num_ignored
+        (1.0, 0.0, 1)
+    """
+
+    def __init__(
+        self,
+        box_thresholds: Sequence[float] = (0.5,),
+        span_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
+        sync_on_compute: bool = True,
+    ) -> None:
+        super().__init__()
+        kw = {"sync_on_compute": sync_on_compute}
+        self.metrics = nn.ModuleDict(
+            {
+                "rec": BoxAccuracy(box_thresholds, **kw),
+                "sl": BoxAccuracy(box_thresholds, **kw),
+                "vtg": TemporalGroundingRecall(span_thresholds, **kw),
+                "pope": PopeMetrics(**kw),
+            }
+        )
+        self.counts = _TaskCounts(len(TASKS), **kw)
+        self.num_ignored = 0
+
+    def update(
+        self, tasks: Sequence[str], outputs: Sequence[str], references: Sequence[str]
+    ) -> None:
+        if not len(tasks) == len(outputs) == len(references):
+            raise ValueError(
+                f"got {len(tasks)} tasks, {len(outputs)} outputs and {len(references)} references"
+            )
+        groups: dict[str, tuple[list, list]] = {task: ([], []) for task in TASKS}
+        ignored = 0
+        for i, (task, out, ref) in enumerate(zip(tasks, outputs, references, strict=True)):
+            if task not in groups:
+                ignored += 1
+                continue
+            groups[task][1].append(_parse_reference(task, ref, i))
+            groups[task][0].append(_PARSERS[task](out))
+        self.num_ignored += ignored
+        for k, (task, (preds, targets)) in enumerate(groups.items()):
+            if targets:
+                self.metrics[task].update(preds, targets)
+                self.counts.update(k, len(targets))
+
+    def compute(self) -> dict[str, float]:
+        """Flat ``{"task/key": value}``; tasks without samples (on all ranks) are omitted."""
+        with warnings.catch_warnings():  # "compute before update" is expected on an empty rank
+            warnings.simplefilter("ignore")
+            counts = self.counts.compute().tolist()
+            out: dict[str, float] = {}
+            for task, n in zip(TASKS, counts, strict=True):
+                if n == 0:  # the same on every rank after the sync: no rank skips a collective
+                    continue
+                values = self.metrics[task].compute()
+                out.update({f"{task}/{key}": float(v) for key, v in values.items()})
+        return out
+
+    def reset(self) -> None:
+        for metric in self.metrics.values():
+            metric.reset()
+        self.counts.reset()
+        self.num_ignored = 0
+
+
+def _mean_row(rows: Sequence[Sequence[float]]) -> list[float]:
+    return torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
+
+
+def _baseline_output(task: str, train: Sequence[str]) -> str:
+    """The constant answer of the trivial baseline for ``task``, as model-style text."""
+    if task == "pope":
+        return "Yes."
+    if not train:
+        raise ValueError(f"no training references for task {task!r}: cannot build its baseline")
+    parsed = [_parse_reference(task, ref, i) for i, ref in enumerate(train)]
+    return format_span(_mean_row(parsed)) if task == "vtg" else format_box(_mean_row(parsed))
+
+
+def baseline_metrics(
+    train_references: Mapping[str, Sequence[str]],
+    eval_references: Mapping[str, Sequence[str]],
+) -> dict[str, float]:
+    """Metrics of trivial constant answers, to read model numbers against.
+
+    ``rec``/``sl`` answer the coordinate-wise mean training box, ``vtg`` the mean training span
+    (both formatted as the model would write them), ``pope`` always "yes". Computed with
+    `GroundingMetrics` on one process; keys as its `compute`, only for tasks of
+    ``eval_references`` that have a metric (other tasks are ignored).
+    """
+    metrics = GroundingMetrics(sync_on_compute=False)
+    for task, refs in eval_references.items():
+        if task not in TASKS or not refs:
+            continue
+        answer = _baseline_output(task, train_references.get(task, []))
+        metrics.update([task] * len(refs), [answer] * len(refs), list(refs))
+    return metrics.compute()

@@ -1,0 +1,136 @@
+"""GroundingGPT: modality branches whose embeddings are spliced into a causal LLM's sequence."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from groundinggpt.data.conversation import SPECIAL_TOKENS, ModalitySpec, modality_specs
+from groundinggpt.models.llm import add_special_tokens
+
+
+class ModalityBranch(nn.Module):
+    """A frozen-by-default encoder followed by a trainable adapter.
+
+    Args:
+        encoder: media tensor -> features (e.g. CLIP patch tokens).
+        adapter: features -> ``(B, N, D_llm)`` embeddings.
+    """
+
+    def __init__(self, encoder: nn.Module, adapter: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.adapter = adapter
+
+    def forward(self, media: torch.Tensor) -> torch.Tensor:
+        # Skip the encoder's autograd graph when it is frozen: saves most of the memory.
+        needs_grad = any(p.requires_grad for p in self.encoder.parameters())
+        with torch.set_grad_enabled(needs_grad and torch.is_grad_enabled()):
+            features = self.encoder(media)
+        return self.adapter(features)  # (B, N, D_llm)
+
+
+class GroundingGPT(nn.Module):
+    """Modality branches keyed by name plus a Hugging Face causal LM.
+
+    Each media item becomes ``N`` embeddings that replace the ``N`` patch tokens of its
+    placeholder, in the order the items appear in the batch.
+
+    Args:
+        llm: any ``transformers`` causal LM (its vocabulary already holds the special tokens).
+        branches: ``{"image": ModalityBranch, "video": ..., "audio": ...}``.
+        patch_token_ids: the patch token id per modality.
+
+    Example:
+        >>> model = build_grounding_model(tokenizer, llm, encoders, adapters, media_tokens)
+        >>> out = model(input_ids, attention_mask, labels=labels, media={"image": pixels})
+    """
+
+    def __init__(
+        self, llm: nn.Module, branches: Mapping[str, ModalityBranch], patch_token_ids: Mapping[str, int]
+    ) -> None:
+        super().__init__()
+        self.llm = llm
+        self.branches = nn.ModuleDict(branches)
+        self.patch_token_ids = dict(patch_token_ids)
+
+    def embed(self, input_ids: torch.Tensor, media: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Token embeddings with every modality's patch positions filled by its branch output."""
+        embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
+        for name, branch in self.branches.items():
+            mask = input_ids == self.patch_token_ids[name]  # (B, T)
+            items = media.get(name)
+            if items is None or items.shape[0] == 0:
+                if mask.any():
+                    raise ValueError(f"{name} placeholders in the batch but no {name} media")
+                continue
+            feats = branch(items).to(embeds.dtype)  # (M, N, D)
+            if feats.shape[0] * feats.shape[1] != int(mask.sum()):
+                raise ValueError(
+                    f"{name}: {feats.shape[0]} items x {feats.shape[1]} tokens do not fill "
+                    f"{int(mask.sum())} placeholder positions (check media_tokens in the config)"
+                )
+            # masked_scatter fills positions in row-major order: sample by sample, item by item.
+            embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
+        return embeds
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        media: Mapping[str, torch.Tensor],
+        labels: torch.Tensor | None = None,
+    ):
+        embeds = self.embed(input_ids, media)
+        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        media: Mapping[str, torch.Tensor],
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """Greedy (by default) decoding with the KV cache; returns only the new tokens (B, T_new).
+
+        ``input_ids`` must be left-padded so that every prompt ends at the last position.
+        """
+        embeds = self.embed(input_ids, media)
+        generate_kwargs.setdefault("do_sample", False)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **generate_kwargs
+        )
+
+
+def build_grounding_model(
+    tokenizer,
+    llm: nn.Module,
+    encoders: Mapping[str, nn.Module],
+    adapters: Mapping[str, nn.Module],
+    media_tokens: Mapping[str, int] | None = None,
+) -> GroundingGPT:
+    """Assemble a :class:`GroundingGPT` (the Hydra entry point for ``configs/model``).
+
+    Adds the special tokens to ``tokenizer``/``llm`` and checks that every encoder has an
+    adapter and every adapter emits the LLM's width. ``media_tokens`` (patch tokens per media
+    item) is checked against the adapters' outputs at the first forward pass.
+    """
+    if set(encoders) != set(adapters):
+        raise ValueError(f"encoders {sorted(encoders)} and adapters {sorted(adapters)} differ")
+    add_special_tokens(tokenizer, llm)
+    width = llm.get_input_embeddings().weight.shape[1]
+    for name, adapter in adapters.items():
+        if getattr(adapter, "out_dim", width) != width:
+            raise ValueError(f"{name} adapter emits {adapter.out_dim}, the LLM expects {width}")
+    specs: dict[str, ModalitySpec] = modality_specs(media_tokens or {m: 1 for m in encoders})
+    if set(specs) != set(encoders):
+        raise ValueError(f"media_tokens {sorted(specs)} do not match encoders {sorted(encoders)}")
+    patch_ids = {m: tokenizer.convert_tokens_to_ids(s.patch) for m, s in specs.items()}
+    branches = {m: ModalityBranch(encoders[m], adapters[m]) for m in encoders}
+    return GroundingGPT(llm, branches, patch_ids)
+
+
+__all__ = ["GroundingGPT", "ModalityBranch", "build_grounding_model", "SPECIAL_TOKENS"]

@@ -1,0 +1,173 @@
+"""LightningModule for every stage: teacher-forced training, generative grounding validation."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from groundinggpt.grounding.metrics import GroundingMetrics
+from groundinggpt.models.grounding_model import GroundingGPT
+from groundinggpt.training.checkpoint import load_weights
+from groundinggpt.training.trainability import apply_trainability
+
+log = logging.getLogger(__name__)
+
+
+class GroundingLitModule(L.LightningModule):
+    """Train and evaluate a :class:`GroundingGPT`.
+
+    Args:
+        model: the ready-made grounding model.
+        tokenizer: its tokenizer (decodes generations).
+        optimizer: partial optimizer, called with the trainable parameters.
+        scheduler: partial ``(optimizer, num_warmup_steps, num_training_steps) -> LRScheduler``.
+        trainable: kwargs of :func:`apply_trainability` (what trains in this stage).
+        warmup_ratio: share of the optimisation steps spent in linear warm-up.
+        generation: kwargs of ``generate`` during validation/test (``max_new_tokens``...).
+        init_from: checkpoint whose model weights start this run (the previous stage);
+            unlike ``ckpt_path`` it restores no optimizer or loop state.
+        num_plot_samples: how many validation predictions to keep for the picture.
+
+    Example:
+        >>> module = GroundingLitModule(model, tok, partial(torch.optim.AdamW, lr=2e-5), sched)
+        >>> L.Trainer(max_epochs=1).fit(module, datamodule=dm)
+    """
+
+    def __init__(
+        self,
+        model: GroundingGPT,
+        tokenizer,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        trainable: Mapping[str, Any] | None = None,
+        warmup_ratio: float = 0.03,
+        generation: Mapping[str, Any] | None = None,
+        init_from: str | None = None,
+        num_plot_samples: int = 8,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.warmup_ratio = warmup_ratio
+        self.generation = dict(generation or {"max_new_tokens": 32})
+        self.num_plot_samples = num_plot_samples
+        if init_from:
+            load_weights(self.model, init_from)
+        spec = dict(trainable or {})
+        spec.setdefault("num_new_tokens", len(model.patch_token_ids) * 3)
+        self.trainable_counts = apply_trainability(self.model, **spec)
+        self.metrics = torch.nn.ModuleDict(
+            {"val": GroundingMetrics(), "test": GroundingMetrics()}
+        )
+        self.skipped: Counter[str] = Counter()
+        self.plot_samples: list[dict[str, Any]] = []
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for branch in self.model.branches.values():  # frozen encoders stay deterministic
+            if not any(p.requires_grad for p in branch.encoder.parameters()):
+                branch.encoder.eval()
+        return self
+
+    def _count_skipped(self, batch: Mapping[str, Any]) -> None:
+        self.skipped.update(batch.get("skipped", []))
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int):
+        self._count_skipped(batch)
+        if not batch["size"]:
+            return None  # every sample of the batch was skipped (counted above)
+        out = self.model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"])
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
+        return out.loss
+
+    def _eval_step(self, batch: Mapping[str, Any], split: str) -> None:
+        self._count_skipped(batch)
+        if not batch["size"]:
+            return
+        out = self.model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"])
+        self.log(f"{split}/loss", out.loss, batch_size=batch["size"], sync_dist=True)
+        outputs = self.generate_text(batch)
+        self.metrics[split].update(batch["task"], outputs, batch["reference"])
+        if split == "val" and len(self.plot_samples) < self.num_plot_samples:
+            self._keep_for_plot(batch, outputs)
+
+    def generate_text(self, batch: Mapping[str, Any]) -> list[str]:
+        tokens = self.model.generate(
+            batch["prompt_ids"],
+            batch["prompt_mask"],
+            batch["media"],
+            pad_token_id=self.tokenizer.pad_token_id,
+            eos_token_id=self.tokenizer.eos_token_id,
+            **self.generation,
+        )
+        return self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+
+    def _keep_for_plot(self, batch: Mapping[str, Any], outputs: list[str]) -> None:
+        seen = Counter(s["task"] for s in self.plot_samples)
+        per_task = max(1, self.num_plot_samples // 4)
+        for i, text in enumerate(outputs):
+            task = batch["task"][i]
+            if seen[task] < per_task and len(self.plot_samples) < self.num_plot_samples:
+                seen[task] += 1
+                self.plot_samples.append(
+                    {
+                        "task": task,
+                        "prompt": batch["prompt"][i],
+                        "output": text,
+                        "reference": batch["reference"][i],
+                        "media_paths": batch["media_paths"][i],
+                    }
+                )
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    def on_validation_epoch_start(self) -> None:
+        self.plot_samples = []
+
+    def _log_metrics(self, split: str) -> None:
+        values = self.metrics[split].compute()
+        self.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False)
+        self.metrics[split].reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            raise ValueError("nothing to train: every parameter is frozen (check `trainable`)")
+        optimizer = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return optimizer
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = self.scheduler_factory(
+            optimizer,
+            num_warmup_steps=round(self.warmup_ratio * total),
+            num_training_steps=total,
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skipped"] = dict(self.skipped)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.skipped = Counter(checkpoint.get("skipped", {}))
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.default_root_dir) / "checkpoints"

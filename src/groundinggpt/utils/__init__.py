@@ -1,0 +1,1 @@
+"""Utilities: plotting of predictions."""

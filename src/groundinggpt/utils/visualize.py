@@ -1,0 +1,191 @@
+"""Pictures of predictions: boxes on images, spans on a timeline, answers as text.
+
+Figures are drawn on a bare `matplotlib.figure.Figure` (Agg canvas), never through pyplot, so
+nothing opens a window and the caller's matplotlib backend is left alone.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.gridspec import SubplotSpec
+from matplotlib.patches import Rectangle
+
+from groundinggpt.grounding.format import (
+    box_iou,
+    parse_box,
+    parse_span,
+    parse_yes_no,
+    span_iou,
+)
+
+TRUE_COLOR = "limegreen"
+PRED_COLOR = "red"
+MAX_FRAMES = 4
+_PANEL_INCHES = 3.6
+_TEXT_WIDTH = 44
+
+
+def _check_image(image: Any, what: str) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[2] not in (3, 4)) or arr.size == 0:
+        raise ValueError(f"{what} must be an HxW or HxWx3 array, got shape {arr.shape}")
+    return arr
+
+
+def _short(text: Any, lines: int = 3) -> str:
+    """Wrapped and truncated text for a panel caption."""
+    wrapped = textwrap.wrap(str(text or "").replace("\n", " "), _TEXT_WIDTH) or [""]
+    if len(wrapped) > lines:
+        wrapped = [*wrapped[: lines - 1], wrapped[lines - 1][: _TEXT_WIDTH - 3] + "..."]
+    return "\n".join(wrapped)
+
+
+def _caption(sample: dict) -> str:
+    return "\n".join(
+        f"{label}: {_short(sample.get(key), 2)}"
+        for label, key in (("Q", "prompt"), ("A", "output"), ("ref", "reference"))
+    )
+
+
+def _box_patch(box: Sequence[float], w: int, h: int, color: str, dashed: bool) -> Rectangle:
+    x0, y0, x1, y1 = box
+    return Rectangle(
+        (x0 * w, y0 * h),
+        (x1 - x0) * w,
+        (y1 - y0) * h,
+        fill=False,
+        edgecolor=color,
+        linewidth=2,
+        linestyle="--" if dashed else "-",
+    )
+
+
+def _draw_box_panel(fig: Figure, spec: SubplotSpec, sample: dict) -> None:
+    """rec / sl: the true box (green, solid) and the predicted box (red, dashed) on the image."""
+    ax = fig.add_subplot(spec)
+    image = sample.get("image")
+    if image is not None:
+        arr = _check_image(image, "image")
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None)
+        h, w = arr.shape[:2]
+    else:  # no image: draw in the unit square, y pointing down like an image
+        h = w = 1
+        ax.set_xlim(0, 1)
+        ax.set_ylim(1, 0)
+        ax.set_aspect("equal")
+    true, pred = parse_box(sample.get("reference", "")), parse_box(sample.get("output", ""))
+    if true is not None:
+        ax.add_patch(_box_patch(true, w, h, TRUE_COLOR, dashed=False))
+    if pred is not None:
+        ax.add_patch(_box_patch(pred, w, h, PRED_COLOR, dashed=True))
+    _finish(ax, sample, _iou_title(sample["task"], true, pred, box_iou))
+
+
+def _iou_title(task: str, true: Any, pred: Any, iou_fn) -> str:
+    if pred is None:
+        return f"{task}: no prediction"
+    if true is None:
+        return f"{task}: no reference"
+    return f"{task}: IoU {iou_fn(true, pred):.2f}"
+
+
+def _finish(ax: Axes, sample: dict, title: str) -> None:
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel(_caption(sample), fontsize=7, loc="left")
+
+
+def _draw_frames(fig: Figure, spec: SubplotSpec, frames: Sequence[Any]) -> None:
+    """A strip of up to `MAX_FRAMES` frames, picked uniformly."""
+    idx = np.linspace(0, len(frames) - 1, min(len(frames), MAX_FRAMES)).round().astype(int)
+    strip = spec.subgridspec(1, len(idx), wspace=0.05)
+    for j, i in enumerate(idx):
+        ax = fig.add_subplot(strip[0, j])
+        arr = _check_image(frames[i], f"frame {i}")
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None)
+        ax.axis("off")
+
+
+def _draw_span_panel(fig: Figure, spec: SubplotSpec, sample: dict) -> None:
+    """vtg: true and predicted spans as two bars on a [0, 1] timeline, frames above it."""
+    # Same layout with or without frames, so timelines line up across panels.
+    inner = spec.subgridspec(2, 1, height_ratios=(2, 1), hspace=0.05)
+    frames = sample.get("frames")
+    if frames is not None and len(frames):
+        _draw_frames(fig, inner[0], frames)
+    ax = fig.add_subplot(inner[1])
+    true, pred = parse_span(sample.get("reference", "")), parse_span(sample.get("output", ""))
+    for y, span, color, label in ((1, true, TRUE_COLOR, "true"), (0, pred, PRED_COLOR, "pred")):
+        if span is not None:
+            ax.barh(y, span[1] - span[0], left=span[0], height=0.6, color=color)
+        else:
+            ax.text(0.5, y, "no prediction" if label == "pred" else "no reference", ha="center")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(-0.6, 1.6)
+    _finish(ax, sample, _iou_title(sample["task"], true, pred, span_iou))
+    ax.set_yticks([0, 1], ["pred", "true"], fontsize=7)
+    ax.set_xticks([0, 0.5, 1])
+    ax.tick_params(labelsize=7)
+
+
+def _draw_text_panel(fig: Figure, spec: SubplotSpec, sample: dict) -> None:
+    """pope and anything else: the image (if any) and the answer as text."""
+    ax = fig.add_subplot(spec)
+    image = sample.get("image")
+    if image is not None:
+        arr = _check_image(image, "image")
+        ax.imshow(arr, cmap="gray" if arr.ndim == 2 else None)
+    task = str(sample.get("task"))
+    title = task
+    if task == "pope":
+        pred, true = (
+            parse_yes_no(sample.get("output", "")),
+            parse_yes_no(sample.get("reference", "")),
+        )
+        if pred is None:
+            title = "pope: no prediction"
+        else:
+            title = f"pope: {'correct' if pred == true else 'wrong'}"
+    _finish(ax, sample, title)
+
+
+def plot_predictions(samples: Sequence[dict], path: str | Path, ncols: int = 4) -> Path:
+    """Save a grid of prediction panels as a PNG and return its path.
+
+    Args:
+        samples: dicts with ``task`` ("rec", "sl", "vtg", "pope" or other), ``image`` (HxWx3
+            uint8 or None; for rec/sl the padded square the model saw), optional ``frames``
+            (list of HxWx3 uint8, vtg), ``prompt``, ``output`` and ``reference`` text.
+        path: where to write the PNG; parent folders are created.
+        ncols: panels per row.
+
+    Example:
+        >>> plot_predictions([{"task": "vtg", "output": "{0.1, 0.5}", "reference": "{0.2, 0.6}"}],
+        ...                  "/tmp/preds.png")  # doctest: +SKIP
+    """
+    if not samples:
+        raise ValueError("plot_predictions needs at least one sample")
+    n = len(samples)
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    fig = Figure(figsize=(_PANEL_INCHES * ncols, (_PANEL_INCHES + 1.2) * nrows))
+    grid = fig.add_gridspec(nrows, ncols, hspace=0.6, wspace=0.25)
+    for k, sample in enumerate(samples):
+        task = sample.get("task")
+        draw = {"rec": _draw_box_panel, "sl": _draw_box_panel, "vtg": _draw_span_panel}.get(
+            task, _draw_text_panel
+        )
+        draw(fig, grid[k // ncols, k % ncols], sample)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=80, bbox_inches="tight")
+    return path
