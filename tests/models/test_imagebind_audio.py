@@ -28,7 +28,11 @@ def _clips(b: int = 2, c: int = 3) -> torch.Tensor:
 def _original_audio_shapes(d: int, depth: int, out_dim: int) -> dict[str, tuple[int, ...]]:
     """Keys and shapes of ImageBind's audio branch, written from imagebind_model.py."""
     patches = ((M - K) // S + 1) * ((L - K) // S + 1)
-    pre, trunk, head = "modality_preprocessors.audio.", "modality_trunks.audio.", "modality_heads.audio."
+    pre, trunk, head = (
+        "modality_preprocessors.audio.",
+        "modality_trunks.audio.",
+        "modality_heads.audio.",
+    )
     shapes: dict[str, tuple[int, ...]] = {
         pre + "cls_token": (1, 1, d),
         pre + "rgbt_stem.proj.weight": (d, 1, K, K),
@@ -75,13 +79,29 @@ def _reference_forward(enc: ImageBindAudioEncoder, clips: torch.Tensor) -> torch
         h = F.layer_norm(x, (d,), blk.norm_1.weight, blk.norm_1.bias, eps=1e-6)
         a = blk.attn
         attn, _ = F.multi_head_attention_forward(
-            h, h, h, d, a.num_heads, a.in_proj_weight, a.in_proj_bias, a.bias_k, a.bias_v,
-            False, 0.0, a.out_proj.weight, a.out_proj.bias, training=False, need_weights=False,
-        )  # fmt: skip
+            h,
+            h,
+            h,
+            d,
+            a.num_heads,
+            a.in_proj_weight,
+            a.in_proj_bias,
+            a.bias_k,
+            a.bias_v,
+            False,
+            0.0,
+            a.out_proj.weight,
+            a.out_proj.bias,
+            training=False,
+            need_weights=False,
+        )
         x = x + attn
         h = F.layer_norm(x, (d,), blk.norm_2.weight, blk.norm_2.bias, eps=1e-6)
-        x = x + F.linear(F.gelu(F.linear(h, blk.mlp.fc1.weight, blk.mlp.fc1.bias)),
-                         blk.mlp.fc2.weight, blk.mlp.fc2.bias)  # fmt: skip
+        x = x + F.linear(
+            F.gelu(F.linear(h, blk.mlp.fc1.weight, blk.mlp.fc1.bias)),
+            blk.mlp.fc2.weight,
+            blk.mlp.fc2.bias,
+        )
     cls = F.layer_norm(x[0], (d,), enc.head_norm.weight, enc.head_norm.bias, eps=1e-6)
     emb = F.linear(cls, enc.head_proj.weight)
     return (20.0 * emb / emb.norm(dim=-1, keepdim=True)).view(b, c, -1)

@@ -49,7 +49,10 @@ class GroundingGPT(nn.Module):
     """
 
     def __init__(
-        self, llm: nn.Module, branches: Mapping[str, ModalityBranch], patch_token_ids: Mapping[str, int]
+        self,
+        llm: nn.Module,
+        branches: Mapping[str, ModalityBranch],
+        patch_token_ids: Mapping[str, int],
     ) -> None:
         super().__init__()
         self.llm = llm

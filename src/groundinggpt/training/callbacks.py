@@ -61,8 +61,11 @@ class RunReport(L.Callback):
             from groundinggpt.grounding.metrics import baseline_metrics
 
             train_refs = dm.references("train")
+            for task, refs in dm.references("replay").items():
+                train_refs.setdefault(task, []).extend(refs)
             for split in ("val", "test"):
-                refs = dm.references(split)
+                # a baseline needs training targets of the same task (stage 1 has none)
+                refs = {t: r for t, r in dm.references(split).items() if t in train_refs}
                 if refs and any(k.startswith(f"{split}/") for k in out):
                     base = baseline_metrics(train_refs, refs)
                     out |= {f"baseline/{split}/{k}": float(v) for k, v in base.items()}

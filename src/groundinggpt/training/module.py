@@ -64,9 +64,7 @@ class GroundingLitModule(L.LightningModule):
         spec = dict(trainable or {})
         spec.setdefault("num_new_tokens", len(model.patch_token_ids) * 3)
         self.trainable_counts = apply_trainability(self.model, **spec)
-        self.metrics = torch.nn.ModuleDict(
-            {"val": GroundingMetrics(), "test": GroundingMetrics()}
-        )
+        self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
         self.skipped: Counter[str] = Counter()
         self.plot_samples: list[dict[str, Any]] = []
 
@@ -84,7 +82,9 @@ class GroundingLitModule(L.LightningModule):
         self._count_skipped(batch)
         if not batch["size"]:
             return None  # every sample of the batch was skipped (counted above)
-        out = self.model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"])
+        out = self.model(
+            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"]
+        )
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
         return out.loss
 
@@ -92,7 +92,9 @@ class GroundingLitModule(L.LightningModule):
         self._count_skipped(batch)
         if not batch["size"]:
             return
-        out = self.model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"])
+        out = self.model(
+            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"]
+        )
         self.log(f"{split}/loss", out.loss, batch_size=batch["size"], sync_dist=True)
         outputs = self.generate_text(batch)
         self.metrics[split].update(batch["task"], outputs, batch["reference"])
@@ -160,7 +162,10 @@ class GroundingLitModule(L.LightningModule):
             num_warmup_steps=round(self.warmup_ratio * total),
             num_training_steps=total,
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step"},
+        }
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["skipped"] = dict(self.skipped)

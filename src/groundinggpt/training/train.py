@@ -23,7 +23,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.
     module = hydra.utils.instantiate(cfg.module, model=model, tokenizer=tokenizer)
     datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _convert_="all")
     trainer = hydra.utils.instantiate(
-        cfg.trainer, callbacks=_instantiate_dict(cfg.get("callbacks")), logger=_instantiate_dict(cfg.get("logger"))
+        cfg.trainer,
+        callbacks=_instantiate_dict(cfg.get("callbacks")),
+        logger=_instantiate_dict(cfg.get("logger")),
     )
     return module, datamodule, trainer
 

@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+
+from groundinggpt.training.trainability import apply_trainability
+
+
+@pytest.fixture()
+def built(make_cfg):
+    cfg = make_cfg(["experiment=stage2_fine"])
+    tok = hydra.utils.instantiate(cfg.tokenizer)
+    model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
+    dm = hydra.utils.instantiate(cfg.data, tokenizer=tok, _convert_="all")
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    return model, batch
+
+
+def _step(model, batch):
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    out = model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"])
+    out.loss.backward()
+    opt.step()
+    return before, model.state_dict()
+
+
+def _changed(before, after, prefix):
+    return {k for k in before if k.startswith(prefix) and not torch.equal(before[k], after[k])}
+
+
+def test_stage2_frozen_encoders_unchanged_rest_changes(built):
+    model, batch = built
+    apply_trainability(model, encoders="frozen", adapters="full", llm="full")
+    before, after = _step(model, batch)
+    for name in model.branches:
+        enc = {k for k in before if k.startswith(f"branches.{name}.encoder.")}
+        assert enc and not _changed(before, after, f"branches.{name}.encoder.")
+        assert _changed(before, after, f"branches.{name}.adapter.")
+    assert _changed(before, after, "llm.model.layers.0.")
+
+
+def test_stage1_only_new_token_rows_of_the_llm_learn(built):
+    model, batch = built
+    apply_trainability(model, encoders="frozen", adapters="full", llm="frozen", num_new_tokens=9)
+    before, after = _step(model, batch)
+    changed_llm = _changed(before, after, "llm.")
+    assert changed_llm <= {"llm.model.embed_tokens.weight", "llm.lm_head.weight"}
+    emb_b, emb_a = before["llm.model.embed_tokens.weight"], after["llm.model.embed_tokens.weight"]
+    assert torch.equal(emb_b[:-9], emb_a[:-9])  # the original vocabulary is untouched
+    assert not torch.equal(emb_b[-9:], emb_a[-9:])  # modality tokens learn
+    assert _changed(before, after, "branches.image.adapter.")
+
+
+def test_lora_trains_only_lora_weights_in_the_llm(built):
+    model, batch = built
+    apply_trainability(model, llm="lora", new_token_embeddings=False, lora={"r": 4})
+    trainable = {n for n, p in model.llm.named_parameters() if p.requires_grad}
+    assert trainable and all("lora_" in n for n in trainable)
+
+
+def test_bad_mode_rejected(built):
+    model, _ = built
+    with pytest.raises(ValueError, match="not one of"):
+        apply_trainability(model, encoders="lora")
