@@ -25,7 +25,11 @@ def _set(module: nn.Module, flag: bool) -> None:
 
 
 def _train_rows_from(weight: nn.Parameter, first_row: int) -> None:
-    """Let only rows ``first_row:`` of an embedding matrix learn (a gradient mask)."""
+    """Let only rows ``first_row:`` of an embedding matrix learn (a gradient mask).
+
+    The other rows get zero gradients, so they stay fixed under Adam(W) only with
+    ``weight_decay=0`` (the recipe's setting); decay would still shrink them.
+    """
     weight.requires_grad_(True)
     mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
     mask[first_row:] = 1.0
