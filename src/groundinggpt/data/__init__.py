@@ -1,0 +1,1 @@
+"""Data: conversations and tokenization, media decoding, datasets, and the synthetic dataset."""

@@ -1,0 +1,156 @@
+"""One conversation template for training and inference, placeholder expansion and label masking.
+
+The original GroundingGPT trains with one template and infers with another; here a single
+:class:`ConversationFormatter` renders both, so the prompt a model sees at test time is
+token-for-token the prefix it was trained on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """How one modality appears in text and in the token sequence.
+
+    Args:
+        record_key: key of the media path in a data record (``image``, ``video``, ``sound``).
+        placeholder: the marker in prompts (``<image>``).
+        start, patch, end: the special tokens the placeholder expands into.
+        num_tokens: how many ``patch`` tokens one media item becomes (the adapter's output length).
+    """
+
+    record_key: str
+    placeholder: str
+    start: str
+    patch: str
+    end: str
+    num_tokens: int
+
+
+# Record key and placeholder per modality as in the released GroundingGPT data.
+_SPECIAL = {
+    "image": ("image", "<image>", "<im_start>", "<im_patch>", "<im_end>"),
+    "video": ("video", "<video>", "<vi_start>", "<vi_patch>", "<vi_end>"),
+    "audio": ("sound", "<sound>", "<so_start>", "<so_patch>", "<so_end>"),
+}
+SPECIAL_TOKENS = [tok for spec in _SPECIAL.values() for tok in spec[2:]]
+
+
+def modality_specs(num_tokens: Mapping[str, int]) -> dict[str, ModalitySpec]:
+    """Specs for the modalities in ``num_tokens`` (``{"image": 576, "video": 64, "audio": 8}``)."""
+    unknown = set(num_tokens) - set(_SPECIAL)
+    if unknown:
+        raise ValueError(f"unknown modalities {sorted(unknown)}; known: {sorted(_SPECIAL)}")
+    return {m: ModalitySpec(*_SPECIAL[m], num_tokens=int(n)) for m, n in num_tokens.items()}
+
+
+class ConversationFormatter:
+    """Render and tokenise ``[{"from": "human"|"gpt", "value": str}, ...]`` conversations.
+
+    Template (Vicuna v1 style)::
+
+        <s>{system} USER: {human} ASSISTANT: {gpt}</s>USER: {human} ASSISTANT: {gpt}</s>
+
+    Segments are tokenised one by one and concatenated, so answer tokens (and the ``</s>``
+    closing each answer) are exactly the positions with labels; everything else is
+    ``IGNORE_INDEX``.
+
+    Args:
+        tokenizer: a Hugging Face tokenizer that already contains :data:`SPECIAL_TOKENS`.
+        specs: modality specs from :func:`modality_specs`.
+        system: the system prompt; empty for the tiny default to keep sequences short.
+
+    Example:
+        >>> fmt = ConversationFormatter(tok, modality_specs({"image": 4}))
+        >>> ids, labels = fmt.encode([{"from": "human", "value": "<image>\\nWhere?"},
+        ...                           {"from": "gpt", "value": "[0.1, 0.2, 0.3, 0.4]"}])
+    """
+
+    def __init__(self, tokenizer, specs: Mapping[str, ModalitySpec], system: str = "") -> None:
+        self.tokenizer = tokenizer
+        self.specs = dict(specs)
+        self.system = system
+        self._placeholder_re = re.compile(
+            "(" + "|".join(re.escape(s.placeholder) for s in self.specs.values()) + ")"
+        )
+        self._expansion = {}
+        for spec in self.specs.values():
+            ids = tokenizer.convert_tokens_to_ids([spec.start, spec.patch, spec.end])
+            if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in ids:
+                raise ValueError(f"tokenizer lacks the special tokens of {spec.placeholder}")
+            start, patch, end = ids
+            self._expansion[spec.placeholder] = [start] + [patch] * spec.num_tokens + [end]
+
+    def _text_ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+    def encode_text(self, text: str) -> list[int]:
+        """Token ids of ``text`` with every placeholder expanded to start + N patch + end."""
+        ids: list[int] = []
+        for piece in self._placeholder_re.split(text):
+            ids += self._expansion.get(piece) or self._text_ids(piece)
+        return ids
+
+    def _human_prefix(self, turn: int) -> str:
+        if turn == 0:
+            return f"{self.system} USER: " if self.system else "USER: "
+        return "USER: "
+
+    def encode(
+        self, conversations: Sequence[Mapping[str, str]], generation_prompt: bool = False
+    ) -> tuple[list[int], list[int]]:
+        """Return ``(input_ids, labels)`` for a whole conversation.
+
+        With ``generation_prompt=True`` the conversation must end on a human turn and the ids
+        end with ``ASSISTANT:`` so that generation continues with the answer.
+        """
+        ids = [self.tokenizer.bos_token_id]
+        labels = [IGNORE_INDEX]
+        for i, msg in enumerate(conversations):
+            role = msg["from"]
+            if role == "human" and i % 2 == 0:
+                seg = self._text_ids(self._human_prefix(i // 2))
+                seg += self.encode_text(msg["value"]) + self._text_ids(" ASSISTANT:")
+                ids += seg
+                labels += [IGNORE_INDEX] * len(seg)
+            elif role == "gpt" and i % 2 == 1:
+                seg = self._text_ids(" " + msg["value"].strip()) + [self.tokenizer.eos_token_id]
+                ids += seg
+                labels += seg
+            else:
+                raise ValueError(f"turn {i} is from {role!r}; turns must alternate human, gpt")
+        if generation_prompt and len(conversations) % 2 == 0:
+            raise ValueError("a generation prompt must end on a human turn")
+        return ids, labels
+
+    def prompt_ids(self, conversations: Sequence[Mapping[str, str]]) -> list[int]:
+        """Ids of the conversation up to (and including) the last human turn's ``ASSISTANT:``."""
+        turns = list(conversations)
+        if turns and turns[-1]["from"] == "gpt":
+            turns = turns[:-1]
+        return self.encode(turns, generation_prompt=True)[0]
+
+
+def count_placeholders(conversations: Sequence[Mapping[str, str]], placeholder: str) -> int:
+    return sum(msg["value"].count(placeholder) for msg in conversations)
+
+
+def pad_sequences(seqs: Sequence[Sequence[int]], value: int, left: bool = False) -> torch.Tensor:
+    """Pad int sequences to a (B, T) tensor, on the right (training) or left (generation)."""
+    width = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), width), value, dtype=torch.long)
+    for i, s in enumerate(seqs):
+        t = torch.as_tensor(list(s), dtype=torch.long)
+        if left:
+            out[i, width - len(s) :] = t
+        else:
+            out[i, : len(s)] = t
+    return out

@@ -1,0 +1,401 @@
+"""Media decoding: image, video and audio files -> normalised tensors for the frozen encoders.
+
+Each processor is a small class configured with plain keyword arguments (Hydra instantiates it)
+and called on a path. Bad media never yields a silent garbage tensor: it raises `MediaError`
+with the path and the reason.
+
+Box geometry: images are padded to a square (centred, as LLaVA's ``expand2square``) before
+resizing, and grounding boxes are expressed relative to that padded square. `pad_offsets`,
+`box_to_padded` and `box_from_padded` convert between original pixels and the padded square.
+Pixel boxes are continuous ``(x0, y0, x1, y1)``: pixel ``i`` covers ``[i, i + 1)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+PAD_COLOR = (122, 116, 104)  # CLIP_MEAN * 255, rounded
+
+# Modes whose values do not fit 0..255; PIL's convert("RGB") would clip them to white.
+_HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+
+
+class MediaError(ValueError):
+    """A media file is missing, unreadable or empty.
+
+    Args:
+        path: the offending file.
+        reason: what is wrong with it.
+    """
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+def _check_exists(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise MediaError(path, "file is empty")
+    return path
+
+
+def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+    """Normalise a channels-first float tensor in [0, 1]; channel dim is -3."""
+    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - m) / s
+
+
+# --------------------------------------------------------------------------------------- image
+
+
+def pad_offsets(w: int, h: int) -> tuple[int, int, int]:
+    """Where a ``w x h`` image sits inside its padded square: ``(dx, dy, side)``."""
+    if w <= 0 or h <= 0:
+        raise ValueError(f"image size must be positive, got {w}x{h}")
+    side = max(w, h)
+    return (side - w) // 2, (side - h) // 2, side
+
+
+def box_to_padded(box: Sequence[float], w: int, h: int) -> tuple[float, float, float, float]:
+    """Pixel box ``(x0, y0, x1, y1)`` in a ``w x h`` image -> box relative to the padded square."""
+    dx, dy, side = pad_offsets(w, h)
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return ((x0 + dx) / side, (y0 + dy) / side, (x1 + dx) / side, (y1 + dy) / side)
+
+
+def box_from_padded(
+    rel_box: Sequence[float], w: int, h: int, clip: bool = True
+) -> tuple[float, float, float, float]:
+    """Box relative to the padded square -> pixel box in the original ``w x h`` image.
+
+    With ``clip`` the box is clipped to the image: a prediction reaching into the padding
+    covers no more of the image than its visible part.
+    """
+    dx, dy, side = pad_offsets(w, h)
+    x0, y0, x1, y1 = (float(v) * side for v in rel_box)
+    box = (x0 - dx, y0 - dy, x1 - dx, y1 - dy)
+    if clip:
+        box = (
+            min(max(box[0], 0.0), w),
+            min(max(box[1], 0.0), h),
+            min(max(box[2], 0.0), w),
+            min(max(box[3], 0.0), h),
+        )
+    return box
+
+
+def _high_depth_to_l(img: Image.Image) -> Image.Image:
+    arr = np.asarray(img, dtype=np.float32)
+    if img.mode == "F" and np.nanmax(arr, initial=0.0) <= 1.0:
+        arr = arr * 255.0
+    elif img.mode != "F" and (img.mode.startswith("I;16") or np.max(arr, initial=0) > 255):
+        arr = arr / 257.0  # 16-bit range -> 8-bit
+    arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), mode="L")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any PIL mode (L, LA, RGBA, P, CMYK, I;16, I, F, ...) -> RGB.
+
+    Transparent pixels are composited onto white, since dropping alpha would expose whatever
+    colour the encoder happened to store under them (often black).
+    """
+    if img.mode in _HIGH_DEPTH_MODES:
+        img = _high_depth_to_l(img)
+    has_alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def open_rgb(path: str | Path) -> Image.Image:
+    """Open an image file fully (not lazily) as RGB; raises `MediaError` on bad files.
+
+    EXIF orientation is deliberately not applied: dataset boxes refer to the stored pixels.
+    """
+    path = _check_exists(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            rgb = to_rgb(img)
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        raise MediaError(path, f"unreadable image ({err})") from err
+    if rgb.width == 0 or rgb.height == 0:
+        raise MediaError(path, "image has zero size")
+    return rgb
+
+
+def expand_to_square(img: Image.Image, pad_color: Sequence[int] = PAD_COLOR) -> Image.Image:
+    """Pad an RGB image to a square with ``pad_color``, the image centred (see `pad_offsets`)."""
+    dx, dy, side = pad_offsets(img.width, img.height)
+    if dx == 0 and dy == 0:
+        return img
+    square = Image.new("RGB", (side, side), tuple(int(c) for c in pad_color))
+    square.paste(img, (dx, dy))
+    return square
+
+
+class ImageProcessor:
+    """Image file -> padded, resized, CLIP-normalised tensor ``(3, size, size)``.
+
+    Args:
+        size: output side in pixels.
+        mean: per-channel mean for normalisation (CLIP's by default).
+        std: per-channel std for normalisation.
+        pad_color: RGB colour of the square padding (the CLIP mean colour).
+
+    Example:
+        >>> proc = ImageProcessor(size=64)
+        >>> x = proc("images/rec_train_00000.png")  # doctest: +SKIP
+        >>> x.shape  # doctest: +SKIP
+        torch.Size([3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        size: int = 336,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        pad_color: Sequence[int] = PAD_COLOR,
+    ) -> None:
+        if size <= 0:
+            raise ValueError(f"size must be positive, got {size}")
+        self.size = int(size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.pad_color = tuple(int(v) for v in pad_color)
+
+    def load_padded(self, path: str | Path) -> Image.Image:
+        """The padded square at original resolution, un-normalised (for plots and checks)."""
+        return expand_to_square(open_rgb(path), self.pad_color)
+
+    def preprocess(self, img: Image.Image) -> torch.Tensor:
+        """A PIL image (any mode) -> ``(3, size, size)`` normalised tensor."""
+        square = expand_to_square(to_rgb(img), self.pad_color)
+        resized = square.resize((self.size, self.size), Image.Resampling.BICUBIC)
+        arr = np.asarray(resized, dtype=np.float32) / 255.0  # (S, S, 3)
+        x = torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (3, S, S)
+        return _normalise(x, self.mean, self.std)
+
+    def __call__(self, path: str | Path) -> torch.Tensor:
+        return self.preprocess(open_rgb(path))
+
+
+# --------------------------------------------------------------------------------------- video
+
+
+_FRAME_CHUNK = 16  # frames decoded at native resolution at once
+
+
+def uniform_indices(n_total: int, num: int) -> torch.Tensor:
+    """``num`` frame indices at the midpoints of ``num`` equal segments of ``n_total`` frames.
+
+    Short videos repeat frames (the same formula, so the order stays monotonic).
+    """
+    if n_total <= 0 or num <= 0:
+        raise ValueError(f"need positive counts, got n_total={n_total}, num={num}")
+    idx = ((torch.arange(num, dtype=torch.float64) + 0.5) * n_total / num).long()
+    return idx.clamp_(max=n_total - 1)
+
+
+def _open_video(path: str | Path, **kwargs):
+    import decord
+
+    path = _check_exists(path)
+    try:
+        return decord.VideoReader(str(path), **kwargs)
+    except Exception as err:  # decord raises DECORDError / RuntimeError without a common base
+        raise MediaError(path, f"unreadable video ({err})") from err
+
+
+class VideoProcessor:
+    """Video file -> ``num_frames`` uniformly sampled frames, ``(N, 3, size, size)`` normalised.
+
+    Frames are resized to ``size x size`` (bicubic, antialiased; aspect ratio not kept).
+
+    Args:
+        num_frames: frames sampled over the whole video (midpoints of equal segments).
+        size: output side in pixels.
+        mean: per-channel mean for normalisation (CLIP's by default).
+        std: per-channel std for normalisation.
+        num_threads: decoder threads (1 keeps data-loader workers from oversubscribing cores).
+
+    Example:
+        >>> proc = VideoProcessor(num_frames=8, size=64)
+        >>> proc("videos/vtg_train_00000.mp4").shape  # doctest: +SKIP
+        torch.Size([8, 3, 64, 64])
+    """
+
+    def __init__(
+        self,
+        num_frames: int = 64,
+        size: int = 224,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
+        num_threads: int = 1,
+    ) -> None:
+        if num_frames <= 0 or size <= 0:
+            raise ValueError(f"num_frames and size must be positive, got {num_frames}, {size}")
+        self.num_frames = int(num_frames)
+        self.size = int(size)
+        self.mean = tuple(float(v) for v in mean)
+        self.std = tuple(float(v) for v in std)
+        self.num_threads = int(num_threads)
+
+    def read_frames(self, path: str | Path) -> torch.Tensor:
+        """Sampled frames resized to ``size``, float in [0, 1], ``(N, 3, size, size)``.
+
+        Resizing is done here, not by decord's ``width``/``height``, which fails for some sizes
+        (e.g. 16 or 48); chunks bound the memory held at native resolution.
+        """
+        vr = _open_video(path, num_threads=self.num_threads)
+        n_total = len(vr)
+        if n_total == 0:
+            raise MediaError(path, "video has no frames")
+        idx = uniform_indices(n_total, self.num_frames).tolist()
+        chunks = []
+        for start in range(0, len(idx), _FRAME_CHUNK):
+            try:
+                raw = vr.get_batch(idx[start : start + _FRAME_CHUNK]).asnumpy()  # (n, H, W, 3)
+            except Exception as err:
+                raise MediaError(path, f"failed to decode frames ({err})") from err
+            chunks.append(self._resize(torch.from_numpy(raw)))
+        return torch.cat(chunks)  # (N, 3, S, S)
+
+    def _resize(self, frames: torch.Tensor) -> torch.Tensor:
+        x = frames.permute(0, 3, 1, 2).float() / 255.0  # (n, 3, H, W)
+        if x.shape[-2:] != (self.size, self.size):
+            x = torch.nn.functional.interpolate(
+                x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
+            ).clamp_(0.0, 1.0)
+        return x  # (n, 3, S, S)
+
+    def __call__(self, path: str | Path) -> torch.Tensor:
+        return _normalise(self.read_frames(path), self.mean, self.std)  # (N, 3, S, S)
+
+    def duration(self, path: str | Path) -> float:
+        """Duration in seconds: frames / average fps, or the last frame's end time if fps is 0."""
+        vr = _open_video(path, num_threads=self.num_threads)
+        n_total = len(vr)
+        if n_total == 0:
+            raise MediaError(path, "video has no frames")
+        fps = float(vr.get_avg_fps())
+        if fps > 0 and math.isfinite(fps):
+            return n_total / fps
+        end = float(vr.get_frame_timestamp(n_total - 1)[1])
+        if end <= 0 or not math.isfinite(end):
+            raise MediaError(path, "video has neither a frame rate nor timestamps")
+        return end
+
+
+# --------------------------------------------------------------------------------------- audio
+
+
+class AudioProcessor:
+    """Sound file (wav, or the audio track of a video) -> log-mel clips ``(C, 1, mel, frames)``.
+
+    Follows ImageBind: ``clips_per_sample`` clips of ``clip_duration`` seconds with start times
+    evenly spread over the whole sound, each turned into a Kaldi fbank, padded/cropped to
+    ``target_length`` frames and normalised with the AudioSet statistics.
+
+    Args:
+        sample_rate: decoding sample rate in Hz (the sound is resampled and mixed to mono).
+        clip_duration: length of each clip in seconds; shorter sounds are zero-padded.
+        clips_per_sample: number of clips ``C``.
+        num_mel_bins: mel bins of the fbank.
+        target_length: fbank frames per clip after padding/cropping.
+        mean: normalisation mean of the log-mel values.
+        std: normalisation std of the log-mel values.
+
+    Example:
+        >>> proc = AudioProcessor()
+        >>> proc("audio/sl_train_00000.wav").shape  # doctest: +SKIP
+        torch.Size([3, 1, 128, 204])
+    """
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        clip_duration: float = 2.0,
+        clips_per_sample: int = 3,
+        num_mel_bins: int = 128,
+        target_length: int = 204,
+        mean: float = -4.268,
+        std: float = 9.138,
+    ) -> None:
+        if sample_rate <= 0 or clip_duration <= 0 or clips_per_sample <= 0:
+            raise ValueError("sample_rate, clip_duration and clips_per_sample must be positive")
+        self.sample_rate = int(sample_rate)
+        self.clip_duration = float(clip_duration)
+        self.clips_per_sample = int(clips_per_sample)
+        self.num_mel_bins = int(num_mel_bins)
+        self.target_length = int(target_length)
+        self.mean = float(mean)
+        self.std = float(std)
+
+    def load_waveform(self, path: str | Path) -> torch.Tensor:
+        """Mono waveform ``(1, T)`` at ``sample_rate``; `MediaError` if absent or empty."""
+        import decord
+
+        path = _check_exists(path)
+        try:
+            reader = decord.AudioReader(str(path), sample_rate=self.sample_rate, mono=True)
+            samples = reader[:].asnumpy()
+        except Exception as err:  # no audio stream, corrupt file, zero samples
+            raise MediaError(path, f"no decodable audio ({err})") from err
+        if samples.size == 0:
+            raise MediaError(path, "audio has no samples")
+        return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).reshape(1, -1)
+
+    def clip_starts(self, duration: float) -> list[float]:
+        """Clip start times (s): ``linspace(0, max(duration - clip_duration, 0), C)``."""
+        last = max(duration - self.clip_duration, 0.0)
+        return torch.linspace(0.0, last, self.clips_per_sample, dtype=torch.float64).tolist()
+
+    def _melspec(self, clip: torch.Tensor) -> torch.Tensor:
+        from torchaudio.compliance import kaldi
+
+        clip = clip - clip.mean()  # (1, L); DC offset would leak into the lowest mel bins
+        fbank = kaldi.fbank(
+            clip,
+            htk_compat=True,
+            sample_frequency=self.sample_rate,
+            use_energy=False,
+            window_type="hanning",
+            num_mel_bins=self.num_mel_bins,
+            dither=0.0,
+            frame_length=25,
+            frame_shift=10,
+        ).transpose(0, 1)  # (mel, frames)
+        n = fbank.shape[1]
+        if n < self.target_length:
+            fbank = torch.nn.functional.pad(fbank, (0, self.target_length - n))
+        return fbank[:, : self.target_length]  # (mel, target_length)
+
+    def __call__(self, path: str | Path) -> torch.Tensor:
+        wave = self.load_waveform(path)  # (1, T)
+        clip_len = round(self.clip_duration * self.sample_rate)
+        clips = []
+        for start in self.clip_starts(wave.shape[1] / self.sample_rate):
+            s = round(start * self.sample_rate)
+            clip = wave[:, s : s + clip_len]
+            if clip.shape[1] < clip_len:
+                clip = torch.nn.functional.pad(clip, (0, clip_len - clip.shape[1]))
+            clips.append(self._melspec(clip))  # (mel, target_length)
+        mel = torch.stack(clips).unsqueeze(1)  # (C, 1, mel, target_length)
+        return (mel - self.mean) / self.std

@@ -1,0 +1,321 @@
+"""One builder per synthetic task: draw the media for one record, write it, return the record.
+
+Every builder takes a `Job` (task, split, index, its own seeded RNG and the generation
+parameters) and returns a record in the released GroundingGPT format plus a ``meta`` entry with
+the exact, unrounded ground truth (pixel boxes, frame ranges) for checks and analysis.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from groundinggpt.data.media import box_to_padded
+from groundinggpt.data.synthetic.scene import (
+    COLORS,
+    PITCH_WORDS,
+    SHAPES,
+    TONE_HZ,
+    Shape,
+    background,
+    describe,
+    distinct_objects,
+    paint,
+    place_shapes,
+)
+from groundinggpt.data.synthetic.writers import tone, write_mp4, write_png, write_wav
+from groundinggpt.grounding.format import format_box, format_span
+
+BOX_SUFFIX = "Answer with a bounding box."
+PLACEHOLDER_ORDER = ("image", "video", "sound")
+
+
+@dataclass(frozen=True)
+class Params:
+    """Generation parameters shared by all tasks (the non-size part of the config)."""
+
+    image_size: tuple[int, int] = (64, 112)
+    side_frac: tuple[float, float] = (0.25, 0.5)
+    video_size: int = 64
+    fps: int = 8
+    video_seconds: tuple[float, float] = (3.0, 6.0)
+    span_frac: tuple[float, float] = (0.25, 0.6)
+    audio_seconds: tuple[float, float] = (2.0, 4.0)
+    sample_rate: int = 16000
+
+
+@dataclass
+class Job:
+    """One record to generate; ``out`` is the dataset directory media paths are relative to."""
+
+    task: str
+    split: str
+    index: int
+    rng: np.random.Generator
+    params: Params
+    out: Path
+
+    @property
+    def stem(self) -> str:
+        return f"{self.task}_{self.split}_{self.index:05d}"
+
+    def media_path(self, folder: str, ext: str) -> str:
+        rel = f"{folder}/{self.stem}.{ext}"
+        (self.out / folder).mkdir(parents=True, exist_ok=True)
+        return rel
+
+
+@dataclass
+class ImageScene:
+    """A written image: its relative path, size and shapes with tight pixel boxes."""
+
+    path: str
+    width: int
+    height: int
+    shapes: list[Shape]
+    boxes: list[tuple[int, int, int, int]]
+
+    def box_text(self, i: int) -> str:
+        return format_box(box_to_padded(self.boxes[i], self.width, self.height))
+
+    def meta(self) -> dict:
+        objects = [
+            {"name": s.name, "box": list(b)} for s, b in zip(self.shapes, self.boxes, strict=True)
+        ]
+        return {"size": [self.width, self.height], "objects": objects}
+
+
+@dataclass
+class VideoEvent:
+    """A written video: the target shown during frames ``[first, last]``, maybe a distractor."""
+
+    path: str
+    target: Shape
+    box: tuple[int, int, int, int]
+    distractor: Shape | None
+    first: int
+    last: int
+    num_frames: int
+    fps: int
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """Visible interval as fractions of the duration; frame i lasts ``[i, i + 1) / fps``."""
+        return self.first / self.num_frames, (self.last + 1) / self.num_frames
+
+    def meta(self) -> dict:
+        d = self.distractor.name if self.distractor else None
+        return {
+            "target": self.target.name,
+            "box": list(self.box),
+            "distractor": d,
+            "frames": [self.first, self.last],
+            "num_frames": self.num_frames,
+            "fps": self.fps,
+        }
+
+
+# ------------------------------------------------------------------------------------- media
+
+
+def make_image(job: Job, n_objects: int, distinct_kinds: bool = False) -> ImageScene:
+    """Draw and write a non-square image with ``n_objects`` distinct shapes."""
+    rng, p = job.rng, job.params
+    lo, hi = p.image_size
+    width, height = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+    while abs(width - height) < 8:  # keep it clearly non-square so padding matters
+        width, height = (int(v) for v in rng.integers(lo, hi + 1, size=2))
+    objects = distinct_objects(rng, n_objects, distinct_kinds)
+    shapes = place_shapes(rng, width, height, objects, p.side_frac)
+    canvas = background(rng, width, height)
+    boxes = [paint(canvas, s) for s in shapes]
+    path = job.media_path("images", "png")
+    write_png(job.out / path, canvas)
+    return ImageScene(path, width, height, shapes, boxes)
+
+
+def make_video(job: Job) -> VideoEvent:
+    """Draw and write a video where one shape is visible for 25-60 % of the frames."""
+    rng, p = job.rng, job.params
+    n = int(rng.integers(round(p.video_seconds[0] * p.fps), round(p.video_seconds[1] * p.fps) + 1))
+    objects = distinct_objects(rng, 2)
+    with_distractor = bool(rng.random() < 0.5)
+    shapes = place_shapes(
+        rng, p.video_size, p.video_size, objects[: 1 + with_distractor], p.side_frac
+    )
+    static = background(rng, p.video_size, p.video_size)
+    if with_distractor:
+        paint(static, shapes[1])
+    shown = static.copy()
+    box = paint(shown, shapes[0])
+    length = int(rng.integers(math.ceil(p.span_frac[0] * n), math.floor(p.span_frac[1] * n) + 1))
+    first = int(rng.integers(0, n - length + 1))
+    visible = (np.arange(n) >= first) & (np.arange(n) < first + length)
+    frames = np.where(visible[:, None, None, None], shown[None], static[None])  # (T, H, W, 3)
+    path = job.media_path("videos", "mp4")
+    write_mp4(job.out / path, frames, p.fps)
+    distractor = shapes[1] if with_distractor else None
+    return VideoEvent(path, shapes[0], box, distractor, first, first + length - 1, n, p.fps)
+
+
+def make_sound(job: Job, kind: str) -> str:
+    """Write the tone of a shape kind (pitch jittered +-5 %, 2-4 s) and return its path."""
+    rng, p = job.rng, job.params
+    seconds = rng.uniform(*p.audio_seconds)
+    freq = TONE_HZ[kind] * rng.uniform(0.95, 1.05)
+    path = job.media_path("audio", "wav")
+    write_wav(job.out / path, tone(rng, freq, seconds, p.sample_rate), p.sample_rate)
+    return path
+
+
+# ----------------------------------------------------------------------------------- records
+
+
+def make_record(job: Job, media: dict[str, str], turns: list[tuple[str, str]], meta: dict) -> dict:
+    """A record in the released format; placeholders open the first human turn."""
+    prefix = "".join(f"<{key}>\n" for key in PLACEHOLDER_ORDER if key in media)
+    conversations = []
+    for i, (question, answer) in enumerate(turns):
+        conversations.append({"from": "human", "value": (prefix if i == 0 else "") + question})
+        conversations.append({"from": "gpt", "value": answer})
+    record = {"id": job.stem, "task": job.task}
+    record.update({key: media[key] for key in PLACEHOLDER_ORDER if key in media})
+    record.update({"conversations": conversations, "meta": meta})
+    return record
+
+
+def _absent_object(rng: np.random.Generator, shapes: list[Shape]) -> str:
+    present = {s.name for s in shapes}
+    absent = [f"{c} {k}" for c in COLORS for k in SHAPES if f"{c} {k}" not in present]
+    return absent[int(rng.integers(len(absent)))]
+
+
+def _n_objects(job: Job, lo: int = 1, hi: int = 3) -> int:
+    return int(job.rng.integers(lo, hi + 1))
+
+
+def image_caption(job: Job) -> dict:
+    scene = make_image(job, _n_objects(job))
+    turns = [("Describe the image briefly.", describe(scene.shapes))]
+    return make_record(job, {"image": scene.path}, turns, scene.meta())
+
+
+def video_caption(job: Job) -> dict:
+    event = make_video(job)
+    turns = [("Describe the video briefly.", f"a {event.target.name} appears in the video.")]
+    return make_record(job, {"video": event.path}, turns, event.meta())
+
+
+def audio_caption(job: Job) -> dict:
+    kind = SHAPES[int(job.rng.integers(len(SHAPES)))]
+    sound = make_sound(job, kind)
+    turns = [("Describe the sound briefly.", f"a {PITCH_WORDS[kind]}-pitched tone.")]
+    return make_record(job, {"sound": sound}, turns, {"source": kind})
+
+
+def rec(job: Job) -> dict:
+    scene = make_image(job, _n_objects(job))
+    i = int(job.rng.integers(len(scene.shapes)))
+    turns = [(f"Where is the {scene.shapes[i].name}? {BOX_SUFFIX}", scene.box_text(i))]
+    return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
+
+
+def pope(job: Job) -> dict:
+    scene = make_image(job, _n_objects(job))
+    present = job.index % 2 == 0  # exact 50/50 balance in every split
+    if present:
+        name = scene.shapes[int(job.rng.integers(len(scene.shapes)))].name
+    else:
+        name = _absent_object(job.rng, scene.shapes)
+    turns = [(f"Is there a {name} in the image?", "Yes." if present else "No.")]
+    return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "label": present})
+
+
+def vtg(job: Job) -> dict:
+    event = make_video(job)
+    turns = [(f"When does the {event.target.name} appear?", format_span(event.span))]
+    return make_record(job, {"video": event.path}, turns, event.meta())
+
+
+def _sounding_scene(job: Job) -> tuple[ImageScene, int, str]:
+    """An image with 2-3 shapes of different kinds and the sound of one of them."""
+    scene = make_image(job, _n_objects(job, 2, 3), distinct_kinds=True)
+    i = int(job.rng.integers(len(scene.shapes)))
+    return scene, i, make_sound(job, scene.shapes[i].kind)
+
+
+def sl(job: Job) -> dict:
+    scene, i, sound = _sounding_scene(job)
+    question = f"Which object is making this sound? {BOX_SUFFIX}"
+    turns = [(question, scene.box_text(i))]
+    return make_record(
+        job, {"image": scene.path, "sound": sound}, turns, {**scene.meta(), "target": i}
+    )
+
+
+def _image_turn(job: Job, scene: ImageScene, kind: str) -> tuple[str, str]:
+    rng = job.rng
+    i = int(rng.integers(len(scene.shapes)))
+    if kind == "box":
+        return f"Where is the {scene.shapes[i].name}? {BOX_SUFFIX}", scene.box_text(i)
+    if kind == "region":
+        return f"What is the object at {scene.box_text(i)}?", f"a {scene.shapes[i].name}."
+    if rng.random() < 0.5:
+        return f"Is there a {scene.shapes[i].name} in the image?", "Yes."
+    return f"Is there a {_absent_object(rng, scene.shapes)} in the image?", "No."
+
+
+def image_chat(job: Job) -> dict:
+    scene = make_image(job, _n_objects(job))
+    kinds = ["box", "exists"]
+    if job.rng.random() < 0.5:
+        kinds.append(("box", "exists", "region")[int(job.rng.integers(3))])
+    kinds = [kinds[i] for i in job.rng.permutation(len(kinds))]
+    turns = [_image_turn(job, scene, kind) for kind in kinds]
+    return make_record(job, {"image": scene.path}, turns, scene.meta())
+
+
+def video_chat(job: Job) -> dict:
+    event = make_video(job)
+    turns = [
+        ("What appears in the video?", f"a {event.target.name}."),
+        ("When does it appear?", format_span(event.span)),
+    ]
+    if job.rng.random() < 0.5:
+        shapes = [s for s in (event.target, event.distractor) if s is not None]
+        if job.rng.random() < 0.5:
+            name, answer = shapes[int(job.rng.integers(len(shapes)))].name, "Yes."
+        else:
+            name, answer = _absent_object(job.rng, shapes), "No."
+        turns.append((f"Is there a {name} in the video?", answer))
+    return make_record(job, {"video": event.path}, turns, event.meta())
+
+
+def audio_chat(job: Job) -> dict:
+    scene, i, sound = _sounding_scene(job)
+    kind = scene.shapes[i].kind
+    turns = [
+        ("What does the sound sound like?", f"a {PITCH_WORDS[kind]}-pitched tone."),
+        (f"Which object in the image is making this sound? {BOX_SUFFIX}", scene.box_text(i)),
+    ]
+    meta = {**scene.meta(), "target": i}
+    return make_record(job, {"image": scene.path, "sound": sound}, turns, meta)
+
+
+# Append-only: a task's position seeds its RNG, so reordering would change every file.
+BUILDERS: dict[str, Callable[[Job], dict]] = {
+    "image_caption": image_caption,
+    "video_caption": video_caption,
+    "audio_caption": audio_caption,
+    "rec": rec,
+    "vtg": vtg,
+    "sl": sl,
+    "pope": pope,
+    "image_chat": image_chat,
+    "video_chat": video_chat,
+    "audio_chat": audio_chat,
+}

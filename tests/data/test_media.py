@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from groundinggpt.data.media import (
+    PAD_COLOR,
+    AudioProcessor,
+    ImageProcessor,
+    MediaError,
+    VideoProcessor,
+    box_from_padded,
+    box_to_padded,
+    pad_offsets,
+    uniform_indices,
+)
+
+SR = 16000
+
+
+# ----------------------------------------------------------------------------------- helpers
+
+
+def _write_wav(path: Path, samples: np.ndarray, sample_rate: int = SR) -> Path:
+    with wave.open(str(path), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(sample_rate)
+        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
+    return path
+
+
+def _write_mp4(path: Path, n_frames: int, fps: int = 8, audio: np.ndarray | None = None) -> Path:
+    """Frame i is a flat grey of value 8 * i + 4, so decoded frames reveal their index."""
+    with av.open(str(path), "w", format="mp4") as c:
+        video = c.add_stream("mpeg4", rate=fps)
+        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
+        video.bit_rate = 2_000_000
+        if audio is not None:
+            sound = c.add_stream("aac", rate=SR)
+            sound.layout = "mono"
+        for i in range(n_frames):
+            frame = np.full((32, 32, 3), 8 * i + 4, np.uint8)
+            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                c.mux(packet)
+        for packet in video.encode():
+            c.mux(packet)
+        if audio is not None:
+            chunk = av.AudioFrame.from_ndarray(
+                audio[None].astype(np.float32), format="fltp", layout="mono"
+            )
+            chunk.sample_rate = SR
+            for packet in [*sound.encode(chunk), *sound.encode()]:
+                c.mux(packet)
+    return path
+
+
+# ------------------------------------------------------------------------------------- image
+
+
+def _image_in_mode(mode: str) -> Image.Image:
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 256, (30, 50, 3), dtype=np.uint8))
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (30, 50), dtype=np.uint16))
+    if mode == "P":
+        return rgb.convert("P", palette=Image.Palette.ADAPTIVE)
+    return rgb.convert(mode)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "P", "CMYK", "I;16", "I", "F"])
+def test_image_modes_load_to_normalised_rgb(tmp_path: Path, mode: str) -> None:
+    img = _image_in_mode(mode)
+    path = tmp_path / ("img.tiff" if mode in ("CMYK", "F", "I") else "img.png")
+    img.save(path)
+    assert Image.open(path).mode == mode
+    x = ImageProcessor(size=24)(path)
+    assert x.shape == (3, 24, 24)
+    assert x.dtype == torch.float32
+    assert torch.isfinite(x).all()
+
+
+def test_sixteen_bit_keeps_its_range(tmp_path: Path) -> None:
+    """A mid-grey 16-bit image must stay mid-grey, not be clipped to white."""
+    Image.fromarray(np.full((10, 10), 32768, np.uint16)).save(tmp_path / "g.png")
+    padded = ImageProcessor().load_padded(tmp_path / "g.png")
+    assert 120 <= np.asarray(padded)[5, 5, 0] <= 135
+
+
+def test_transparent_pixels_become_white(tmp_path: Path) -> None:
+    Image.new("RGBA", (8, 8), (0, 0, 0, 0)).save(tmp_path / "t.png")
+    assert np.asarray(ImageProcessor().load_padded(tmp_path / "t.png"))[4, 4].tolist() == [255] * 3
+
+
+def test_padding_centres_the_image(tmp_path: Path) -> None:
+    Image.new("RGB", (40, 20), (255, 0, 0)).save(tmp_path / "wide.png")
+    padded = np.asarray(ImageProcessor().load_padded(tmp_path / "wide.png"))
+    assert padded.shape == (40, 40, 3)
+    assert pad_offsets(40, 20) == (0, 10, 40)
+    assert padded[5, 20].tolist() == list(PAD_COLOR)  # above the image
+    assert padded[20, 20].tolist() == [255, 0, 0]
+    assert padded[35, 20].tolist() == list(PAD_COLOR)  # below the image
+
+
+def test_normalisation_of_pad_colour_is_near_zero(tmp_path: Path) -> None:
+    Image.new("RGB", (10, 10), PAD_COLOR).save(tmp_path / "m.png")
+    assert ImageProcessor(size=8)(tmp_path / "m.png").abs().max() < 0.02  # within 1 grey level
+
+
+@pytest.mark.parametrize(("w", "h"), [(80, 50), (50, 80), (64, 64), (101, 64)])
+def test_known_box_round_trips(w: int, h: int) -> None:
+    box = (10.0, 5.0, 40.0, 30.0)
+    rel = box_to_padded(box, w, h)
+    assert all(0.0 <= v <= 1.0 for v in rel)
+    rounded = [round(v, 3) for v in rel]  # the text format keeps 3 decimals
+    assert np.allclose(box_from_padded(rounded, w, h), box, atol=1.0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    w=st.integers(1, 2000),
+    h=st.integers(1, 2000),
+    fr=st.tuples(*[st.floats(0, 1)] * 4),
+)
+def test_box_round_trip_property(w: int, h: int, fr: tuple[float, ...]) -> None:
+    box = (fr[0] * w, fr[1] * h, fr[2] * w, fr[3] * h)
+    assert np.allclose(box_from_padded(box_to_padded(box, w, h), w, h), box, atol=1e-6)
+
+
+def test_box_from_padded_clips_to_image() -> None:
+    assert box_from_padded((0.0, 0.0, 1.0, 1.0), 40, 20) == (0.0, 0.0, 40.0, 20.0)
+
+
+def test_box_in_padded_square_lands_on_the_drawn_pixels(tmp_path: Path) -> None:
+    canvas = np.full((30, 70, 3), 200, np.uint8)
+    canvas[5:15, 40:60] = (255, 0, 0)
+    Image.fromarray(canvas).save(tmp_path / "b.png")
+    padded = np.asarray(ImageProcessor().load_padded(tmp_path / "b.png"))
+    x0, y0, x1, y1 = (v * padded.shape[0] for v in box_to_padded((40, 5, 60, 15), 70, 30))
+    assert padded[int((y0 + y1) / 2), int((x0 + x1) / 2)].tolist() == [255, 0, 0]
+    assert padded[int(y0) - 1, int(x0)].tolist() != [255, 0, 0]
+
+
+@pytest.mark.parametrize("content", [None, b"", b"not an image at all"])
+def test_bad_image_raises_media_error(tmp_path: Path, content: bytes | None) -> None:
+    path = tmp_path / "bad.png"
+    if content is not None:
+        path.write_bytes(content)
+    with pytest.raises(MediaError, match="bad.png"):
+        ImageProcessor()(path)
+
+
+# ------------------------------------------------------------------------------------- video
+
+
+def test_uniform_indices_are_segment_midpoints() -> None:
+    assert uniform_indices(10, 4).tolist() == [1, 3, 6, 8]
+    short = uniform_indices(3, 8)
+    assert short.tolist() == sorted(short.tolist()) and set(short.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("n_frames", [5, 20])
+def test_video_samples_uniform_frames(tmp_path: Path, n_frames: int) -> None:
+    path = _write_mp4(tmp_path / "v.mp4", n_frames)
+    proc = VideoProcessor(num_frames=8, size=16, mean=(0, 0, 0), std=(1, 1, 1))
+    x = proc(path)
+    assert x.shape == (8, 3, 16, 16) and torch.isfinite(x).all()
+    grey = (x[:, 0, 8, 8] * 255).round()  # (N,) flat grey encodes the frame index
+    decoded = ((grey - 4) / 8).round().long()
+    assert decoded.tolist() == uniform_indices(n_frames, 8).tolist()
+
+
+def test_video_duration(tmp_path: Path) -> None:
+    assert VideoProcessor().duration(_write_mp4(tmp_path / "v.mp4", 20, fps=8)) == pytest.approx(
+        2.5
+    )
+
+
+def test_missing_or_corrupt_video_raises(tmp_path: Path) -> None:
+    with pytest.raises(MediaError, match="not found"):
+        VideoProcessor()(tmp_path / "missing.mp4")
+    (tmp_path / "junk.mp4").write_bytes(b"\x00junk" * 10)
+    with pytest.raises(MediaError, match="junk.mp4"):
+        VideoProcessor()(tmp_path / "junk.mp4")
+
+
+# ------------------------------------------------------------------------------------- audio
+
+
+@pytest.mark.parametrize(
+    "samples",
+    [
+        np.zeros(3 * SR),  # silent
+        0.5 * np.sin(2 * np.pi * 440 * np.arange(SR // 2) / SR),  # shorter than one clip
+        0.3 * np.sin(2 * np.pi * 1000 * np.arange(10 * SR) / SR),  # longer than all clips
+        np.zeros(10),  # a handful of samples
+    ],
+    ids=["silent", "short", "long", "tiny"],
+)
+def test_wav_gives_finite_clips(tmp_path: Path, samples: np.ndarray) -> None:
+    x = AudioProcessor()(_write_wav(tmp_path / "a.wav", samples))
+    assert x.shape == (3, 1, 128, 204)
+    assert torch.isfinite(x).all()
+
+
+def test_audio_is_resampled_to_16k(tmp_path: Path) -> None:
+    samples = 0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * 44100) / 44100)
+    wave_ = AudioProcessor().load_waveform(_write_wav(tmp_path / "a.wav", samples, 44100))
+    assert wave_.shape == (1, 2 * SR)
+
+
+def test_clip_starts_spread_over_the_sound() -> None:
+    proc = AudioProcessor()
+    assert proc.clip_starts(10.0) == pytest.approx([0.0, 4.0, 8.0])
+    assert proc.clip_starts(1.0) == [0.0, 0.0, 0.0]
+
+
+def test_pitch_moves_the_mel_peak(tmp_path: Path) -> None:
+    peaks = []
+    for hz in (300, 1200, 4000):
+        path = _write_wav(
+            tmp_path / f"{hz}.wav", 0.5 * np.sin(2 * np.pi * hz * np.arange(SR * 2) / SR)
+        )
+        peaks.append(int(AudioProcessor()(path)[0, 0, :, 50].argmax()))
+    assert peaks[0] < peaks[1] < peaks[2]
+
+
+def test_audio_track_of_mp4(tmp_path: Path) -> None:
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * SR) / SR)
+    x = AudioProcessor()(_write_mp4(tmp_path / "with.mp4", 8, audio=tone))
+    assert x.shape == (3, 1, 128, 204) and torch.isfinite(x).all()
+    with pytest.raises(MediaError, match="without.mp4"):
+        AudioProcessor()(_write_mp4(tmp_path / "without.mp4", 8))
+
+
+@pytest.mark.parametrize("content", [None, b"", b"RIFFjunk", "zero-samples"])
+def test_bad_audio_raises_media_error(tmp_path: Path, content: bytes | str | None) -> None:
+    path = tmp_path / "bad.wav"
+    if content == "zero-samples":
+        _write_wav(path, np.zeros(0))
+    elif content is not None:
+        path.write_bytes(content)
+    with pytest.raises(MediaError, match="bad.wav"):
+        AudioProcessor()(path)
+
+
+def test_media_error_is_a_value_error() -> None:
+    err = MediaError("x.png", "file not found")
+    assert isinstance(err, ValueError) and err.path == "x.png" and "file not found" in str(err)
