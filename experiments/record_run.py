@@ -15,8 +15,19 @@ import shutil
 import subprocess
 from pathlib import Path
 
-KEYS = ["rec/acc@0.5", "vtg/r1@0.3", "vtg/r1@0.5", "vtg/r1@0.7", "vtg/miou", "sl/acc@0.5",
-        "pope/accuracy", "pope/precision", "pope/recall", "pope/f1", "pope/yes_ratio"]
+KEYS = [
+    "rec/acc@0.5",
+    "vtg/r1@0.3",
+    "vtg/r1@0.5",
+    "vtg/r1@0.7",
+    "vtg/miou",
+    "sl/acc@0.5",
+    "pope/accuracy",
+    "pope/precision",
+    "pope/recall",
+    "pope/f1",
+    "pope/yes_ratio",
+]
 
 
 def _commit() -> str:
@@ -61,7 +72,7 @@ def main() -> None:
         "",
         *table(metrics),
         "",
-        "Baselines: mean training box (rec, sl), mean training span (vtg), always \"yes\" (pope).",
+        'Baselines: mean training box (rec, sl), mean training span (vtg), always "yes" (pope).',
         "",
         "![predictions](predictions.png)",
         "",

@@ -27,15 +27,21 @@ def test_tiny_model_memorises_a_batch_and_generates_it_back(make_cfg):
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
     model.train()
     for _ in range(150):
-        loss = model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"]).loss
+        loss = model(
+            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"]
+        ).loss
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
     model.eval()
     tokens = model.generate(
-        batch["prompt_ids"], batch["prompt_mask"], batch["media"], max_new_tokens=32,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id,
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["media"],
+        max_new_tokens=32,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
     )
     outputs = tok.batch_decode(tokens, skip_special_tokens=True)
     metrics = GroundingMetrics()

@@ -19,7 +19,9 @@ def built(make_cfg):
 
 
 def _step(model, batch):
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0)
+    opt = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.0
+    )
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
     out = model(batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"])
     out.loss.backward()

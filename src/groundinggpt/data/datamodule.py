@@ -34,7 +34,8 @@ class GroundingDataModule(L.LightningDataModule):
         system: system prompt of the conversation template.
 
     Example:
-        >>> dm = GroundingDataModule(tok, root, train={"rec": {"file": "rec.json", "task": "rec"}}, ...)
+        >>> dm = GroundingDataModule(tok, root, catalog={"rec": {"file": "rec.json", "task": "rec"}},
+        ...                          stages={"stage2_fine": {"rec": 1.0}}, stage="stage2_fine", ...)
     """
 
     def __init__(

@@ -167,7 +167,9 @@ class GroundingCollator:
         batch["prompt_ids"] = pad_sequences(prompts, self.pad_token_id, left=True)
         batch["prompt_mask"] = pad_sequences([[1] * len(x) for x in prompts], 0, left=True)
         names = sorted({m for s in samples for m in s["media"]})
-        batch["media"] = {m: torch.stack([s["media"][m] for s in samples if m in s["media"]]) for m in names}
+        batch["media"] = {
+            m: torch.stack([s["media"][m] for s in samples if m in s["media"]]) for m in names
+        }
         for key in ("id", "task", "dataset", "reference", "prompt", "media_paths"):
             batch[key] = [s[key] for s in samples]
         return batch

@@ -73,7 +73,9 @@ class MixtureSampler(Sampler[int]):
 
     def indices(self, epoch: int) -> torch.Tensor:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        parts = [self.offsets[i] + _draw(n, self.sizes[i], gen) for i, n in self.main_counts.items()]
+        parts = [
+            self.offsets[i] + _draw(n, self.sizes[i], gen) for i, n in self.main_counts.items()
+        ]
         if self.n_replay:
             pool = torch.tensor([self.sizes[i] for i in self.replay_ids], dtype=torch.float)
             which = torch.multinomial(pool, self.n_replay, replacement=True, generator=gen)

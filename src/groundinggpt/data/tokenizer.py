@@ -35,7 +35,9 @@ the a an of and is are there it this that what where when which who how with
 """
 
 
-def build_tokenizer(vocab_size: int = 512, extra_corpus: list[str] | None = None) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    vocab_size: int = 512, extra_corpus: list[str] | None = None
+) -> PreTrainedTokenizerFast:
     """Train the tiny byte-level BPE tokenizer deterministically.
 
     Args:
