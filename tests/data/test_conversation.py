@@ -45,7 +45,7 @@ def test_only_answers_and_their_eos_are_labelled(fmt):
     tok = fmt.tokenizer
     ids, labels = fmt.encode(CONV)
     assert len(ids) == len(labels)
-    learned = [i for i, lab in zip(ids, labels) if lab != IGNORE_INDEX]
+    learned = [i for i, lab in zip(ids, labels, strict=True) if lab != IGNORE_INDEX]
     expected = (
         tok(" [0.100, 0.200, 0.300, 0.400]", add_special_tokens=False)["input_ids"]
         + [tok.eos_token_id]
@@ -54,7 +54,7 @@ def test_only_answers_and_their_eos_are_labelled(fmt):
     )
     assert learned == expected
     # every labelled position carries its own token (labels are not shifted here; the LLM shifts)
-    assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(ids, labels))
+    assert all(lab in (IGNORE_INDEX, i) for i, lab in zip(ids, labels, strict=True))
     assert tok.decode(learned, skip_special_tokens=True) == " [0.100, 0.200, 0.300, 0.400] No."
 
 

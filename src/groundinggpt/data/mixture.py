@@ -55,7 +55,11 @@ class MixtureSampler(Sampler[int]):
         self.seed = seed
         self.epoch = 0
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
-        main = [(i, round(w * s)) for i, (s, w) in enumerate(zip(sizes, weights)) if w is not None]
+        main = [
+            (i, round(w * s))
+            for i, (s, w) in enumerate(zip(sizes, weights, strict=True))
+            if w is not None
+        ]
         self.main_counts = dict(main)
         n_main = sum(n for _, n in main)
         replay = [i for i, w in enumerate(weights) if w is None]
