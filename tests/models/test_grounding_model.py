@@ -16,19 +16,22 @@ class _Identity(nn.Module):
         return x
 
 
-def _model(tokenizer, tokens=(3, 2)):
+def _llm(tokenizer) -> LlamaForCausalLM:
     torch.manual_seed(0)
-    llm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-        )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
     )
+    return LlamaForCausalLM(config)
+
+
+def _model(tokenizer, tokens=(3, 2)):
+    llm = _llm(tokenizer)
     enc = {"image": _Identity(), "audio": _Identity()}
     ada = {"image": _Identity(), "audio": _Identity()}
     media_tokens = {"image": tokens[0], "audio": tokens[1]}
@@ -104,14 +107,5 @@ def test_generate_returns_only_new_tokens(tok):
 
 
 def test_mismatched_branches_rejected(tok):
-    llm = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-        )
-    )
     with pytest.raises(ValueError, match="differ"):
-        build_grounding_model(tok, llm, {"image": _Identity()}, {"audio": _Identity()})
+        build_grounding_model(tok, _llm(tok), {"image": _Identity()}, {"audio": _Identity()})

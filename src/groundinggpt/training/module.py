@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -172,7 +171,3 @@ class GroundingLitModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped = Counter(checkpoint.get("skipped", {}))
-
-
-def checkpoint_dir(trainer: L.Trainer) -> Path:
-    return Path(trainer.default_root_dir) / "checkpoints"
