@@ -116,13 +116,15 @@ class ConversationDataset(Dataset):
         input_ids, labels = self.formatter.encode(convs)
         if len(input_ids) > self.max_length:
             raise SampleError(f"{len(input_ids)} tokens > max_length {self.max_length}")
+        # The first answer's first label ends the first prompt: no second tokenisation needed.
+        first_answer = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
         return {
             "id": str(record.get("id", index)),
             "task": self.task_of(record),
             "dataset": self.name,
             "input_ids": input_ids,
             "labels": labels,
-            "prompt_ids": self.formatter.prompt_ids(convs[:1]),
+            "prompt_ids": input_ids[:first_answer],
             "reference": convs[1]["value"],
             "prompt": convs[0]["value"],
             "media": media,

@@ -59,17 +59,25 @@ class GroundingGPT(nn.Module):
         self.branches = nn.ModuleDict(branches)
         self.patch_token_ids = dict(patch_token_ids)
 
-    def embed(self, input_ids: torch.Tensor, media: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Token embeddings with every modality's patch positions filled by its branch output."""
+    def encode(self, media: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Branch outputs ``{name: (M, N, D)}`` for every modality present in ``media``."""
+        return {
+            name: branch(media[name])
+            for name, branch in self.branches.items()
+            if media.get(name) is not None and media[name].shape[0] > 0
+        }
+
+    def splice(self, input_ids: torch.Tensor, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Token embeddings with every modality's patch positions filled by ``features``."""
         embeds = self.llm.get_input_embeddings()(input_ids)  # (B, T, D)
-        for name, branch in self.branches.items():
+        for name in self.branches:
             mask = input_ids == self.patch_token_ids[name]  # (B, T)
-            items = media.get(name)
-            if items is None or items.shape[0] == 0:
+            feats = features.get(name)
+            if feats is None:
                 if mask.any():
                     raise ValueError(f"{name} placeholders in the batch but no {name} media")
                 continue
-            feats = branch(items).to(embeds.dtype)  # (M, N, D)
+            feats = feats.to(embeds.dtype)  # (M, N, D)
             if feats.shape[0] * feats.shape[1] != int(mask.sum()):
                 raise ValueError(
                     f"{name}: {feats.shape[0]} items x {feats.shape[1]} tokens do not fill "
@@ -79,14 +87,21 @@ class GroundingGPT(nn.Module):
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
         return embeds
 
+    def embed(self, input_ids: torch.Tensor, media: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Token embeddings with every modality's patch positions filled by its branch output."""
+        return self.splice(input_ids, self.encode(media))
+
     def forward(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         media: Mapping[str, torch.Tensor],
         labels: torch.Tensor | None = None,
+        features: Mapping[str, torch.Tensor] | None = None,
     ):
-        embeds = self.embed(input_ids, media)
+        """Causal-LM output; pass ``features`` (from :meth:`encode`) to skip re-encoding."""
+        features = self.encode(media) if features is None else features
+        embeds = self.splice(input_ids, features)
         return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
 
     @torch.no_grad()
@@ -95,13 +110,16 @@ class GroundingGPT(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         media: Mapping[str, torch.Tensor],
+        features: Mapping[str, torch.Tensor] | None = None,
         **generate_kwargs,
     ) -> torch.Tensor:
         """Greedy (by default) decoding with the KV cache; returns only the new tokens (B, T_new).
 
         ``input_ids`` must be left-padded so that every prompt ends at the last position.
+        ``features`` (from :meth:`encode`) skips re-encoding the media.
         """
-        embeds = self.embed(input_ids, media)
+        features = self.encode(media) if features is None else features
+        embeds = self.splice(input_ids, features)
         generate_kwargs.setdefault("do_sample", False)
         return self.llm.generate(
             inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **generate_kwargs

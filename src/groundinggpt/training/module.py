@@ -91,20 +91,25 @@ class GroundingLitModule(L.LightningModule):
         self._count_skipped(batch)
         if not batch["size"]:
             return
+        # The teacher-forced loss and the generation share one pass through the encoders.
+        features = self.model.encode(batch["media"])
         out = self.model(
-            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"]
+            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
         self.log(f"{split}/loss", out.loss, batch_size=batch["size"], sync_dist=True)
-        outputs = self.generate_text(batch)
+        outputs = self.generate_text(batch, features)
         self.metrics[split].update(batch["task"], outputs, batch["reference"])
         if split == "val" and len(self.plot_samples) < self.num_plot_samples:
             self._keep_for_plot(batch, outputs)
 
-    def generate_text(self, batch: Mapping[str, Any]) -> list[str]:
+    def generate_text(
+        self, batch: Mapping[str, Any], features: Mapping[str, torch.Tensor] | None = None
+    ) -> list[str]:
         tokens = self.model.generate(
             batch["prompt_ids"],
             batch["prompt_mask"],
             batch["media"],
+            features=features,
             pad_token_id=self.tokenizer.pad_token_id,
             eos_token_id=self.tokenizer.eos_token_id,
             **self.generation,
