@@ -41,7 +41,8 @@ class ConversationDataset(Dataset):
     """Records -> token ids, labels and decoded media, one sample per record.
 
     Args:
-        path: JSON list or JSONL of ``{"id", "image"|"video"|"sound", "conversations"}`` records.
+        path: JSON list or JSONL of ``{"id", "image"|"video"|"sound", "conversations"}`` records,
+            or the records themselves (a list of dicts, e.g. from a benchmark reader).
         media_root: folder the records' media paths are relative to.
         formatter: renders and tokenises the conversation.
         processors: ``{"image": ImageProcessor, ...}``: path -> tensor per modality.
@@ -58,7 +59,7 @@ class ConversationDataset(Dataset):
 
     def __init__(
         self,
-        path: str | Path,
+        path: str | Path | Sequence[Mapping[str, Any]],
         media_root: str | Path,
         formatter: ConversationFormatter,
         processors: Mapping[str, Callable[[Path], torch.Tensor]],
@@ -69,8 +70,10 @@ class ConversationDataset(Dataset):
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-        self.path = Path(path)
-        self.records = read_records(path)
+        if isinstance(path, (str, Path)):
+            self.path, self.records = Path(path), read_records(path)
+        else:
+            self.path, self.records = Path(name or "records"), list(path)
         self.media_root = Path(media_root)
         self.formatter = formatter
         self.processors = dict(processors)
