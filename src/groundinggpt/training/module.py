@@ -18,6 +18,40 @@ from groundinggpt.training.trainability import apply_trainability
 log = logging.getLogger(__name__)
 
 
+def generate_answers(
+    model: GroundingGPT,
+    tokenizer,
+    batch: Mapping[str, Any],
+    generation: Mapping[str, Any] | None = None,
+    features: Mapping[str, torch.Tensor] | None = None,
+) -> list[str]:
+    """Decode answers to a batch of left-padded prompts (KV cache, greedy unless told otherwise).
+
+    The one generation path of validation, ``eval.py`` and ``infer.py``.
+
+    Args:
+        model: the grounding model.
+        tokenizer: its tokenizer (pad/eos ids, decoding).
+        batch: ``prompt_ids`` and ``prompt_mask`` (B, T) left-padded, ``media`` per modality.
+        generation: kwargs of ``generate`` (``max_new_tokens``, ``do_sample``...).
+        features: already encoded media (skips the encoders).
+
+    Example:
+        >>> generate_answers(model, tok, collate([sample]), {"max_new_tokens": 16})
+        ['[0.120, 0.300, 0.560, 0.710]']
+    """
+    tokens = model.generate(
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["media"],
+        features=features,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **dict(generation or {}),
+    )  # (B, T_new)
+    return [t.strip() for t in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+
 class GroundingLitModule(L.LightningModule):
     """Train and evaluate a :class:`GroundingGPT`.
 
@@ -105,16 +139,7 @@ class GroundingLitModule(L.LightningModule):
     def generate_text(
         self, batch: Mapping[str, Any], features: Mapping[str, torch.Tensor] | None = None
     ) -> list[str]:
-        tokens = self.model.generate(
-            batch["prompt_ids"],
-            batch["prompt_mask"],
-            batch["media"],
-            features=features,
-            pad_token_id=self.tokenizer.pad_token_id,
-            eos_token_id=self.tokenizer.eos_token_id,
-            **self.generation,
-        )
-        return self.tokenizer.batch_decode(tokens, skip_special_tokens=True)
+        return generate_answers(self.model, self.tokenizer, batch, self.generation, features)
 
     def _keep_for_plot(self, batch: Mapping[str, Any], outputs: list[str]) -> None:
         seen = Counter(s["task"] for s in self.plot_samples)

@@ -189,3 +189,84 @@ def plot_predictions(samples: Sequence[dict], path: str | Path, ncols: int = 4) 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=80, bbox_inches="tight")
     return path
+
+
+# ------------------------------------------------------------------------------ infer.py answers
+
+
+def draw_boxes(
+    image: Any, boxes: Sequence[Sequence[float]], color: tuple[int, int, int] = (255, 0, 0)
+) -> Any:
+    """A copy of ``image`` (PIL) with ``boxes`` in pixels ``(x0, y0, x1, y1)`` outlined.
+
+    The outline is drawn at the boxes' own pixel coordinates (no resizing), so a box drawn
+    here lies exactly where its numbers say; the width grows with the image so it stays
+    visible on large photos.
+
+    Args:
+        image: a PIL image (any mode; converted to RGB).
+        boxes: pixel boxes of the original image.
+        color: outline colour.
+
+    Example:
+        >>> draw_boxes(Image.open("cat.jpg"), [(10, 20, 110, 90)]).save("cat_box.png")  # doctest: +SKIP
+    """
+    from PIL import ImageDraw
+
+    out = image.convert("RGB")
+    draw = ImageDraw.Draw(out)
+    width = max(2, round(max(out.size) / 150))
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=color, width=width)
+        draw.text((x0 + width + 1, y0 + width), str(k + 1), fill=color)
+    return out
+
+
+def plot_timeline(
+    path: str | Path,
+    duration: float,
+    spans: Sequence[Sequence[float]],
+    frames: Sequence[Any] = (),
+    frame_times: Sequence[float] = (),
+    title: str = "",
+) -> Path:
+    """Save a picture of time spans (seconds) on a ``[0, duration]`` timeline, frames above it.
+
+    Args:
+        path: where to write the PNG.
+        duration: length of the video/sound in seconds.
+        spans: ``(start_s, end_s)`` per predicted span, drawn as red bars.
+        frames: a few HxWx3 uint8 frames, shown above the timeline at their times.
+        frame_times: the time (s) of each frame, marked on the timeline.
+        title: text above the figure (the answer).
+
+    Example:
+        >>> plot_timeline("answer.png", 12.0, [(2.5, 6.0)], frames, [1.5, 4.5, 7.5, 10.5])
+    """
+    if duration <= 0:
+        raise ValueError(f"duration must be positive, got {duration}")
+    n = len(frames)
+    fig = Figure(figsize=(max(6.0, 2.0 * n), 3.2 if n else 1.6))
+    grid = fig.add_gridspec(2 if n else 1, max(n, 1), height_ratios=(2, 1) if n else None)
+    for j, frame in enumerate(frames):
+        ax = fig.add_subplot(grid[0, j])
+        ax.imshow(_check_image(frame, f"frame {j}"))
+        ax.set_title(f"{frame_times[j]:.1f} s" if j < len(frame_times) else "", fontsize=8)
+        ax.axis("off")
+    ax = fig.add_subplot(grid[-1, :])
+    for start, end in spans:
+        ax.barh(0, end - start, left=start, height=0.6, color=PRED_COLOR)
+    for t in frame_times:
+        ax.axvline(t, color="gray", linewidth=0.8, linestyle=":")
+    ax.set_xlim(0, duration)
+    ax.set_ylim(-0.6, 0.6)
+    ax.set_yticks([])
+    ax.set_xlabel("seconds", fontsize=8)
+    ax.tick_params(labelsize=7)
+    title = "".join(c for c in title if c.isprintable())  # raw model output may hold control bytes
+    if title:
+        fig.suptitle(_short(title, 2), fontsize=9)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, format="png", dpi=80, bbox_inches="tight")
+    return path

@@ -1,0 +1,267 @@
+"""Ask a checkpoint about an image, a video or a sound: one question or a multi-turn chat.
+
+:class:`GroundingChat` keeps the conversation and renders every turn through the training
+template (:class:`ConversationFormatter`), encodes the media once, and maps the answer's
+boxes to pixels of the original image and its spans to seconds. :func:`infer` is the body of
+``infer.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from groundinggpt.data.conversation import ConversationFormatter, modality_specs
+from groundinggpt.data.media import box_from_padded, open_rgb
+from groundinggpt.evaluation.loading import build_model
+from groundinggpt.grounding.format import parse_boxes, parse_spans
+from groundinggpt.training.module import generate_answers
+
+log = logging.getLogger(__name__)
+
+QUIT = {"", "exit", "quit", "/exit", "/quit"}
+
+
+@dataclass
+class Answer:
+    """One generated answer and the grounding parsed from it.
+
+    Args:
+        text: the decoded answer.
+        boxes: boxes in pixels ``(x0, y0, x1, y1)`` of the original image (relative to the
+            padded square when there is no image).
+        spans: spans ``(start_s, end_s)`` in seconds of the video / sound (fractions when
+            neither is given).
+    """
+
+    text: str
+    boxes: list[tuple[float, ...]] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class GroundingChat:
+    """A conversation with a grounding model about one set of media.
+
+    Args:
+        model: the grounding model (weights loaded).
+        tokenizer: its tokenizer.
+        processors: ``{"image": ImageProcessor, "video": ..., "audio": ...}`` as in training.
+        media_tokens: patch tokens per modality (the model's ``media_tokens``).
+        system: system prompt of the template (as in training).
+        max_length: longest prompt the model may see; a longer chat must be reset.
+        generation: kwargs of ``generate`` (``max_new_tokens``...; greedy by default).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+
+    Example:
+        >>> chat = GroundingChat(model, tok, processors, {"image": 64})
+        >>> chat.set_media(image="photo.jpg")
+        >>> chat.ask("Where is the dog?").boxes
+        [(12.0, 40.5, 88.2, 120.0)]
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer,
+        processors: Mapping[str, Callable],
+        media_tokens: Mapping[str, int],
+        system: str = "",
+        max_length: int = 2048,
+        generation: Mapping[str, Any] | None = None,
+        device: str = "cpu",
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.tokenizer = tokenizer
+        self.processors = dict(processors)
+        self.formatter = ConversationFormatter(tokenizer, modality_specs(media_tokens), system)
+        self.max_length = max_length
+        self.generation = dict(generation or {"max_new_tokens": 64})
+        self.history: list[dict[str, str]] = []
+        self.paths: dict[str, Path] = {}
+        self.features: dict[str, torch.Tensor] = {}
+        self.image_size: tuple[int, int] | None = None
+        self.duration: float | None = None
+
+    def set_media(
+        self, image: str | None = None, video: str | None = None, audio: str | None = None
+    ) -> None:
+        """Load, encode and keep the media of the conversation; starts a new conversation.
+
+        ``audio`` may be a sound file or a video with a sound track.
+
+        Raises:
+            MediaError: when a file is missing or unreadable.
+            ValueError: when the model has no branch for a given modality.
+        """
+        given = {m: Path(p) for m, p in (("image", image), ("video", video), ("audio", audio)) if p}
+        unknown = set(given) - set(self.formatter.specs) or set(given) - set(self.processors)
+        if unknown:
+            raise ValueError(f"this model/config cannot take {sorted(unknown)} input")
+        media = {m: self.processors[m](p)[None].to(self.device) for m, p in given.items()}
+        with torch.no_grad():
+            self.features = self.model.encode(media) if media else {}
+        self.paths = given
+        self.image_size = open_rgb(given["image"]).size if "image" in given else None
+        self.duration = self._duration()
+        self.reset()
+
+    def _duration(self) -> float | None:
+        if "video" in self.paths and hasattr(self.processors["video"], "duration"):
+            return float(self.processors["video"].duration(self.paths["video"]))
+        if "audio" in self.paths and hasattr(self.processors["audio"], "load_waveform"):
+            proc = self.processors["audio"]
+            return proc.load_waveform(self.paths["audio"]).shape[1] / proc.sample_rate
+        return None
+
+    def reset(self) -> None:
+        """Forget the conversation (the media stay)."""
+        self.history = []
+
+    def _human_turn(self, prompt: str) -> str:
+        """The first turn gets a placeholder for every given medium it does not mention."""
+        placeholders = {m: s.placeholder for m, s in self.formatter.specs.items()}
+        mentioned = {m for m, ph in placeholders.items() if ph in prompt}
+        if self.history and mentioned:
+            raise ValueError("media placeholders belong in the first question of a chat")
+        if mentioned - set(self.paths):
+            raise ValueError(
+                f"the prompt mentions {sorted(mentioned - set(self.paths))} media "
+                "that were not given"
+            )
+        if self.history:
+            return prompt
+        missing = [placeholders[m] for m in self.paths if m not in mentioned]
+        return "".join(f"{ph}\n" for ph in missing) + prompt
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """Token ids of the whole conversation plus ``prompt``, ending with ``ASSISTANT:``."""
+        turns = [*self.history, {"from": "human", "value": self._human_turn(prompt)}]
+        return self.formatter.prompt_ids(turns)
+
+    def ask(self, prompt: str) -> Answer:
+        """Answer ``prompt`` in the context of the conversation so far, and remember both."""
+        human = self._human_turn(prompt)
+        ids = self.formatter.prompt_ids([*self.history, {"from": "human", "value": human}])
+        if len(ids) > self.max_length:
+            raise ValueError(f"the conversation is {len(ids)} tokens > {self.max_length}: reset it")
+        batch = {
+            "prompt_ids": torch.tensor([ids], device=self.device),  # (1, T)
+            "prompt_mask": torch.ones(1, len(ids), dtype=torch.long, device=self.device),
+            "media": {},
+        }
+        with torch.no_grad():
+            text = generate_answers(
+                self.model, self.tokenizer, batch, self.generation, features=self.features
+            )[0]
+        self.history += [{"from": "human", "value": human}, {"from": "gpt", "value": text}]
+        return self.ground(text)
+
+    def ground(self, text: str) -> Answer:
+        """Parse boxes and spans from ``text`` into pixels and seconds of the current media."""
+        boxes = parse_boxes(text)
+        if self.image_size is not None:
+            boxes = [box_from_padded(b, *self.image_size) for b in boxes]
+        spans = parse_spans(text)
+        if self.duration is not None:
+            spans = [(s * self.duration, e * self.duration) for s, e in spans]
+        return Answer(text, [tuple(b) for b in boxes], [tuple(s) for s in spans])
+
+    def save_picture(self, answer: Answer, path: str | Path, num_frames: int = 4) -> Path | None:
+        """Boxes drawn on the image, or spans on a timeline under a few video frames.
+
+        Returns None when there is nothing to draw on (no image, video or sound).
+        """
+        from groundinggpt.utils.visualize import draw_boxes, plot_timeline
+
+        path = Path(path)
+        if "image" in self.paths:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            draw_boxes(open_rgb(self.paths["image"]), answer.boxes).save(path)
+            return path
+        if self.duration is None:
+            return None
+        frames, times = self._frames(num_frames) if "video" in self.paths else ([], [])
+        return plot_timeline(path, self.duration, answer.spans, frames, times, answer.text)
+
+    def _frames(self, num: int) -> tuple[list[np.ndarray], list[float]]:
+        import decord
+
+        vr = decord.VideoReader(str(self.paths["video"]))
+        idx = np.linspace(0, len(vr) - 1, min(num, len(vr))).round().astype(int).tolist()
+        frames = list(vr.get_batch(idx).asnumpy())
+        return frames, [float(vr.get_frame_timestamp(i)[0]) for i in idx]
+
+
+def describe(answer: Answer, has_image: bool, has_time: bool) -> str:
+    """The answer and its grounding as printable lines."""
+    lines = [f"answer: {answer.text}"]
+    unit_box = "pixels" if has_image else "relative to the padded square"
+    unit_span = "seconds" if has_time else "fractions of the duration"
+    for k, box in enumerate(answer.boxes, 1):
+        lines.append(f"box {k} ({unit_box}, x0 y0 x1 y1): " + " ".join(f"{v:.1f}" for v in box))
+    for k, (s, e) in enumerate(answer.spans, 1):
+        lines.append(f"span {k} ({unit_span}): {s:.2f} - {e:.2f}")
+    return "\n".join(lines)
+
+
+def _answer_and_draw(chat: GroundingChat, prompt: str, picture: Path) -> Answer:
+    answer = chat.ask(prompt)
+    print(describe(answer, chat.image_size is not None, chat.duration is not None))
+    saved = chat.save_picture(answer, picture)
+    if saved is not None:
+        print(f"picture: {saved}")
+    return answer
+
+
+def chat_loop(chat: GroundingChat, output_dir: Path, lines: Iterable[str] | None = None) -> int:
+    """Read questions (stdin, or ``lines``) until an empty line/``exit``; ``/reset`` restarts.
+
+    Returns the number of answered turns.
+    """
+    turn = 0
+    stream = iter(lines) if lines is not None else None
+    while True:
+        try:
+            line = next(stream) if stream is not None else input("USER> ")
+        except (EOFError, StopIteration):
+            break
+        line = line.strip()
+        if line.lower() in QUIT:
+            break
+        if line == "/reset":
+            chat.reset()
+            print("(conversation reset)")
+            continue
+        turn += 1
+        _answer_and_draw(chat, line, output_dir / f"answer_{turn:02d}.png")
+    return turn
+
+
+def infer(cfg: DictConfig) -> Answer | None:
+    """Body of ``infer.py``: one answer to ``cfg.prompt``, or a chat with ``chat=true``."""
+    model, tokenizer = build_model(cfg)
+    chat = hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
+    chat.set_media(image=cfg.get("image"), video=cfg.get("video"), audio=cfg.get("audio"))
+    output_dir = Path(cfg.paths.output_dir)
+    if cfg.get("chat"):
+        chat_loop(chat, output_dir)
+        return None
+    if not cfg.get("prompt"):
+        raise ValueError("give a question with prompt=... (or chat=true)")
+    return _answer_and_draw(chat, cfg.prompt, output_dir / "answer.png")
