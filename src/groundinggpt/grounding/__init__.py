@@ -21,6 +21,7 @@ from groundinggpt.grounding.format import (
     parse_span,
     parse_spans,
     parse_yes_no,
+    pope_answer,
     span_iou,
 )
 
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
         PopeMetrics,
         TemporalGroundingRecall,
         baseline_metrics,
+        pope_rates,
+        threshold_hits,
+        threshold_rates,
     )
 
 _LAZY = {
@@ -39,6 +43,9 @@ _LAZY = {
     "PopeMetrics",
     "TemporalGroundingRecall",
     "baseline_metrics",
+    "pope_rates",
+    "threshold_hits",
+    "threshold_rates",
 }
 
 
@@ -65,5 +72,9 @@ __all__ = [
     "parse_span",
     "parse_spans",
     "parse_yes_no",
+    "pope_answer",
+    "pope_rates",
     "span_iou",
+    "threshold_hits",
+    "threshold_rates",
 ]

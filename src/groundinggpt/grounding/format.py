@@ -131,7 +131,9 @@ _WORD = re.compile(r"\w")
 
 
 def parse_yes_no(text: str) -> bool | None:
-    """Normalise a yes/no answer the way the LLaVA POPE evaluation does.
+    """Normalise a yes/no answer; a stricter, case-insensitive cousin of the POPE rule.
+
+    Used by the training metrics. Benchmarks use `pope_answer`, the exact reference rule.
 
     Rule: take the first sentence (text up to the first ``.``, ``!``, ``?`` or newline; leading
     empty sentences are skipped), replace punctuation with spaces, lowercase, split into words.
@@ -139,8 +141,9 @@ def parse_yes_no(text: str) -> bool | None:
     is True; else it is None (unparsable). So "Yes, there is" -> True, "No." -> False,
     "There is not a dog" -> False, "Yes, but not red" -> False (negation wins, as in LLaVA),
     "Maybe" -> None. Contractions such as "isn't" are *not* negations under this rule
-    (LLaVA's rule does not catch them either, and matching it keeps numbers comparable).
-    Unlike LLaVA, which maps everything without a negation to "yes", an answer with neither
+    (the reference rule does not catch them either).
+    Unlike the reference rule, which is case-sensitive, splits sentences only at ``.``, strips
+    only commas and maps everything without a negation to "yes", an answer with neither
     word is None, so the metrics can count it as unparsed instead of as a free "yes".
     Never raises.
     """
@@ -155,6 +158,31 @@ def parse_yes_no(text: str) -> bool | None:
     if "yes" in words:
         return True
     return None
+
+
+_POPE_NEGATIONS = frozenset({"No", "no", "not"})
+
+
+def pope_answer(text: str) -> str:
+    """``"yes"`` or ``"no"`` by the POPE reference evaluation's rule, reproduced exactly.
+
+    The rule of the official POPE ``evaluate.py`` (copied unchanged into LLaVA's
+    ``eval_pope.py``): keep the text before the first ``.``, delete commas, split on single
+    spaces; if one of the words is exactly ``No``, ``no`` or ``not`` the answer is "no", else
+    it is "yes". Everything else counts as "yes", including empty or unrelated text. Its
+    quirks are kept so numbers stay comparable with published ones: matching is
+    case-sensitive ("NO", "Not" -> yes), other punctuation stays attached ("No!" -> yes,
+    "No;" -> yes), and newlines do not split words ("No\nthere" -> yes). Never raises;
+    non-text counts as "" (-> yes). `parse_yes_no` is the stricter rule used in training.
+
+    Example:
+        >>> pope_answer("No, there is not."), pope_answer("Yes"), pope_answer("NO")
+        ('no', 'yes', 'yes')
+    """
+    if not isinstance(text, str):
+        text = ""
+    words = text.split(".")[0].replace(",", "").split(" ")
+    return "no" if _POPE_NEGATIONS.intersection(words) else "yes"
 
 
 def paired_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

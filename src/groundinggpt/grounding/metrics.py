@@ -84,17 +84,33 @@ class _IoUThresholdMetric(Metric):
             [p if p is not None else (0.0,) * self._width for p in preds], "predictions"
         )  # (N, W)
         valid = torch.tensor(parsed, device=self.device)  # (N,)
-        iou = torch.where(valid, self._iou(pred, target), 0.0)  # (N,)
-        thr = torch.tensor(self.thresholds, dtype=torch.float64, device=self.device)  # (K,)
-        self.hits += (iou[:, None] >= thr[None, :]).sum(0)  # (K,)
+        self.update_iou(torch.where(valid, self._iou(pred, target), 0.0))  # (N,)
+
+    def update_iou(self, iou: torch.Tensor) -> None:
+        """Accumulate IoUs that are already computed, ``(N,)`` (0 for a miss)."""
+        iou = iou.to(device=self.device, dtype=torch.float64).reshape(-1)  # (N,)
+        self.hits += threshold_hits(iou, self.thresholds)  # (K,)
         self.iou_sum += iou.sum()
-        self.total += len(targets)
+        self.total += iou.numel()
 
     def compute(self) -> dict[str, torch.Tensor]:
-        total = self.total.clamp(min=1).to(torch.float64)  # no samples -> 0.0, not NaN
-        out = {f"{self._prefix}@{t:g}": self.hits[i] / total for i, t in enumerate(self.thresholds)}
-        out["miou"] = self.iou_sum / total
-        return out
+        rates = threshold_rates(self.hits, self.total, self.thresholds, self._prefix)
+        rates["miou"] = _ratio(self.iou_sum, self.total)
+        return rates
+
+
+def threshold_hits(iou: torch.Tensor, thresholds: Sequence[float]) -> torch.Tensor:
+    """How many IoUs reach each threshold (``>=``, in float64): ``(N,) -> (K,)`` long."""
+    iou = iou.to(torch.float64).reshape(-1)  # (N,)
+    thr = torch.tensor(thresholds, dtype=torch.float64, device=iou.device)  # (K,)
+    return (iou[:, None] >= thr[None, :]).sum(0)  # (K,)
+
+
+def threshold_rates(
+    hits: torch.Tensor, total: torch.Tensor, thresholds: Sequence[float], prefix: str
+) -> dict[str, torch.Tensor]:
+    """``{f"{prefix}@{t:g}": hits / total}``; no samples -> 0.0, not NaN."""
+    return {f"{prefix}@{t:g}": _ratio(hits[i], total) for i, t in enumerate(thresholds)}
 
 
 class BoxAccuracy(_IoUThresholdMetric):
@@ -147,8 +163,9 @@ class TemporalGroundingRecall(_IoUThresholdMetric):
 
 def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     """``num / den`` in float64, 0.0 where ``den`` is 0."""
-    num, den = num.to(torch.float64), den.to(torch.float64)
-    return torch.where(den > 0, num / den.clamp(min=1), 0.0)
+    num, den = torch.as_tensor(num).to(torch.float64), torch.as_tensor(den).to(torch.float64)
+    # Not den.clamp(min=1): float denominators below 1 (precision + recall in F1) are real.
+    return torch.where(den > 0, num / torch.where(den > 0, den, 1.0), 0.0)
 
 
 class PopeMetrics(Metric):
@@ -195,17 +212,33 @@ class PopeMetrics(Metric):
     def compute(self) -> dict[str, torch.Tensor]:
         fn = self.fn + self.unparsed_pos
         fp = self.fp + self.unparsed_neg
+        out = pope_rates(self.tp, fp, self.tn, fn)
         total = self.tp + self.tn + fp + fn
-        precision = _ratio(self.tp, self.tp + fp)
-        recall = _ratio(self.tp, self.tp + fn)
-        return {
-            "accuracy": _ratio(self.tp + self.tn, total),
-            "precision": precision,
-            "recall": recall,
-            "f1": _ratio(2 * precision * recall, precision + recall),
-            "yes_ratio": _ratio(self.tp + self.fp, total),
-            "unparsed": _ratio(self.unparsed_pos + self.unparsed_neg, total),
-        }
+        # Unparsed answers are in fp / fn but are not "yes" answers.
+        out["yes_ratio"] = _ratio(self.tp + self.fp, total)
+        out["unparsed"] = _ratio(self.unparsed_pos + self.unparsed_neg, total)
+        return out
+
+
+def pope_rates(
+    tp: torch.Tensor, fp: torch.Tensor, tn: torch.Tensor, fn: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """POPE's accuracy, precision, recall, F1 and yes-ratio ("yes" is positive) from counts.
+
+    As in the POPE reference evaluation, except that a zero denominator gives 0.0 instead of
+    raising. ``yes_ratio`` is ``(tp + fp) / total``: every wrong "no" is counted in ``fn``.
+    """
+    tp, fp, tn, fn = (torch.as_tensor(v) for v in (tp, fp, tn, fn))
+    total = tp + fp + tn + fn
+    precision = _ratio(tp, tp + fp)
+    recall = _ratio(tp, tp + fn)
+    return {
+        "accuracy": _ratio(tp + tn, total),
+        "precision": precision,
+        "recall": recall,
+        "f1": _ratio(2 * precision * recall, precision + recall),
+        "yes_ratio": _ratio(tp + fp, total),
+    }
 
 
 class _TaskCounts(Metric):

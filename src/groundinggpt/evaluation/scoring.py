@@ -1,0 +1,259 @@
+"""Scoring one benchmark answer, and the benchmark metrics over many.
+
+`score` turns a model's answer text into a prediction in the benchmark's own units and
+compares it with the target there:
+
+- ``rec`` / ``sl``: the first box of the answer is relative to the *padded square* image;
+  it is mapped back to pixels of the original image (undoing the centred square padding)
+  and clipped to the image, then compared with the pixel target. ``sl`` with several
+  ground-truth boxes (VGGSS annotators) scores the best-matching box, and adds ``ciou``:
+  the IoU of the predicted box with the union of all ground-truth boxes (the binary union
+  map of the VGGSS evaluation code, computed exactly on rectangles instead of a 224 x 224
+  raster).
+- ``vtg``: the first span's fractions times the true video duration, in seconds.
+- ``pope``: `groundinggpt.grounding.format.pope_answer`, the POPE reference rule.
+
+A skipped sample (``output=None``: missing or unreadable media) and an answer that does
+not parse are misses: IoU 0, or a wrong yes/no. Nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torchmetrics import Metric
+
+from groundinggpt.data.media import box_from_padded
+from groundinggpt.evaluation.benchmarks import BenchmarkSample, complete_meta, is_complete
+from groundinggpt.grounding.format import box_iou, parse_box, parse_span, pope_answer, span_iou
+from groundinggpt.grounding.metrics import (
+    _ratio,
+    pope_rates,
+    threshold_hits,
+    threshold_rates,
+)
+
+REC_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+DEFAULT_THRESHOLDS = {"rec": REC_THRESHOLDS, "sl": (0.5,), "vtg": (0.3, 0.5, 0.7)}
+CIOU_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # VGGSS cIoU AUC grid
+CIOU_HIT = 0.5  # "cIoU" of VGGSS papers: share of samples with cIoU >= 0.5
+
+
+# --------------------------------------------------------------------------------- geometry
+
+
+def _union_area(boxes: Sequence[Sequence[float]]) -> float:
+    """Exact area covered by a few axis-aligned boxes (coordinate compression)."""
+    boxes = [b for b in boxes if b[2] > b[0] and b[3] > b[1]]
+    if not boxes:
+        return 0.0
+    xs = sorted({v for b in boxes for v in (b[0], b[2])})
+    ys = sorted({v for b in boxes for v in (b[1], b[3])})
+    area = 0.0
+    for x0, x1 in zip(xs, xs[1:], strict=False):
+        for y0, y1 in zip(ys, ys[1:], strict=False):
+            if any(b[0] <= x0 and x1 <= b[2] and b[1] <= y0 and y1 <= b[3] for b in boxes):
+                area += (x1 - x0) * (y1 - y0)
+    return area
+
+
+def union_iou(pred: Sequence[float], boxes: Sequence[Sequence[float]]) -> float:
+    """IoU of a box with the union of ``boxes`` (VGGSS's cIoU for a box prediction).
+
+    Example:
+        >>> union_iou([0, 0, 2, 1], [[0, 0, 1, 1], [1, 0, 2, 1]])
+        1.0
+    """
+    inter = [
+        [max(pred[0], b[0]), max(pred[1], b[1]), min(pred[2], b[2]), min(pred[3], b[3])]
+        for b in boxes
+    ]
+    union = _union_area([*boxes, pred])
+    return _union_area(inter) / union if union > 0 else 0.0
+
+
+# ---------------------------------------------------------------------------------- scoring
+
+
+def _score_box(sample: BenchmarkSample, output: str, result: dict) -> None:
+    boxes = sample.meta.get("boxes") or [sample.target]
+    rel = parse_box(output)
+    if rel is None:
+        result["unparsed"] = True
+        return
+    w, h = int(sample.meta["width"]), int(sample.meta["height"])
+    pred = list(box_from_padded(rel, w, h, clip=True))
+    result["prediction"] = pred
+    result["score"] = max(box_iou(pred, b) for b in boxes)
+    if sample.task == "sl":
+        result["ciou"] = union_iou(pred, boxes)
+
+
+def _score_span(sample: BenchmarkSample, output: str, result: dict) -> None:
+    frac = parse_span(output)
+    if frac is None:
+        result["unparsed"] = True
+        return
+    duration = float(sample.meta["duration"])
+    pred = [frac[0] * duration, frac[1] * duration]
+    result["prediction"] = pred
+    result["score"] = span_iou(pred, sample.target)
+
+
+def score(sample: BenchmarkSample, output: str | None) -> dict[str, Any]:
+    """Score one answer against its sample's target.
+
+    Args:
+        sample: the benchmark sample (completed with `complete_meta` if it is not yet).
+        output: the generated text, or None when the sample was skipped (a miss).
+
+    Returns:
+        ``{"id", "task", "prediction", "target", "score", "skipped", "unparsed"}`` (+ ``ciou``
+        for ``sl``): prediction is a pixel box, a span in seconds, "yes"/"no" or None; score
+        is the IoU (``rec``/``sl``/``vtg``, 0 for a miss) or 1.0/0.0 correctness (``pope``).
+
+    Example:
+        >>> s = BenchmarkSample("1", "rec", {"image": "a.jpg"}, "<image>\\nOutput the "
+        ...     "coordinate of the dog.", [10, 0, 30, 20], {"width": 40, "height": 20})
+        >>> score(s, "[0.250, 0.250, 0.750, 0.750]")["score"]
+        1.0
+    """
+    result: dict[str, Any] = {"id": sample.id, "task": sample.task, "prediction": None,
+                              "target": sample.target, "score": 0.0,
+                              "skipped": output is None, "unparsed": False}  # fmt: skip
+    if sample.task == "sl":
+        result["ciou"] = 0.0
+    if output is None:
+        return result
+    if not is_complete(sample):
+        sample = complete_meta(sample)
+        result["target"] = sample.target
+    if sample.task in ("rec", "sl"):
+        _score_box(sample, output, result)
+    elif sample.task == "vtg":
+        _score_span(sample, output, result)
+    elif sample.task == "pope":
+        result["prediction"] = pope_answer(output)
+        result["score"] = float(result["prediction"] == sample.target)
+    else:
+        raise ValueError(f"sample {sample.id}: unknown task {sample.task!r}")
+    return result
+
+
+# ---------------------------------------------------------------------------------- metrics
+
+
+class BenchmarkMetrics(Metric):
+    """Benchmark metrics of one task from `score` results; sum states, exact under DDP.
+
+    Keys (no split prefix): ``rec/acc@0.3`` ... ``rec/acc@0.9``, ``rec/miou``;
+    ``sl/acc@0.5``, ``sl/miou``, ``sl/ciou`` (share of samples with cIoU >= 0.5),
+    ``sl/auc`` (area under that share over cIoU thresholds 0, 0.05, ..., 1);
+    ``vtg/r1@0.3``, ``vtg/r1@0.5``, ``vtg/r1@0.7``, ``vtg/miou``; ``pope/accuracy``,
+    ``pope/precision``, ``pope/recall``, ``pope/f1``, ``pope/yes_ratio``; always
+    ``{task}/count``, ``{task}/skipped`` and ``{task}/unparsed`` (counts). A skipped or
+    unparsed sample is a miss (IoU 0; for POPE a wrong answer that is not a "yes").
+
+    Args:
+        task: ``"rec"``, ``"sl"``, ``"vtg"`` or ``"pope"``.
+        thresholds: IoU thresholds (default: `DEFAULT_THRESHOLDS` of the task).
+        **kwargs: passed to `torchmetrics.Metric`.
+
+    Example:
+        >>> m = BenchmarkMetrics("vtg")
+        >>> m.update([{"task": "vtg", "score": 0.6, "skipped": False},
+        ...           {"task": "vtg", "score": 0.0, "skipped": True}])
+        >>> float(m.compute()["vtg/r1@0.5"]), float(m.compute()["vtg/skipped"])
+        (0.5, 1.0)
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, task: str, thresholds: Sequence[float] | None = None, **kwargs) -> None:
+        super().__init__(**kwargs)
+        if task not in ("rec", "sl", "vtg", "pope"):
+            raise ValueError(f"task must be rec, sl, vtg or pope, got {task!r}")
+        self.task = task
+        self.thresholds = tuple(thresholds or DEFAULT_THRESHOLDS.get(task, ()))
+        for name in ("total", "skipped", "unparsed"):
+            self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+        if task == "pope":
+            for name in ("tp", "fp", "tn", "fn", "miss_pos", "miss_neg"):
+                self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
+            return
+        n = len(self.thresholds)
+        self.add_state("hits", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        if task == "sl":
+            k = len(CIOU_THRESHOLDS)
+            self.add_state("ciou_hits", torch.zeros(k, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, results: Sequence[dict[str, Any]]) -> None:
+        wrong = [r.get("id") for r in results if r.get("task", self.task) != self.task]
+        if wrong:
+            raise ValueError(f"results of another task than {self.task!r}: ids {wrong[:5]}")
+        if not results:
+            return
+        self.total += len(results)
+        self.skipped += sum(bool(r.get("skipped")) for r in results)
+        self.unparsed += sum(bool(r.get("unparsed")) for r in results)
+        if self.task == "pope":
+            self._update_pope(results)
+            return
+        iou = torch.tensor([float(r["score"]) for r in results], dtype=torch.float64)  # (N,)
+        self.hits += threshold_hits(iou.to(self.device), self.thresholds)  # (K,)
+        self.iou_sum += iou.sum().to(self.device)
+        if self.task == "sl":
+            ciou = torch.tensor([float(r.get("ciou", 0.0)) for r in results], dtype=torch.float64)
+            self.ciou_hits += threshold_hits(ciou.to(self.device), CIOU_THRESHOLDS)  # (21,)
+
+    def _update_pope(self, results: Sequence[dict[str, Any]]) -> None:
+        for r in results:
+            pred, target = r.get("prediction"), r.get("target")
+            if target not in ("yes", "no"):
+                raise ValueError(f"POPE result {r.get('id')!r} has target {target!r}")
+            if pred is None:  # skipped: wrong, and not a "yes"
+                name = "miss_pos" if target == "yes" else "miss_neg"
+            elif pred == "yes":
+                name = "tp" if target == "yes" else "fp"
+            else:
+                name = "fn" if target == "yes" else "tn"
+            setattr(self, name, getattr(self, name) + 1)
+
+    def _counts(self) -> dict[str, torch.Tensor]:
+        t = self.task
+        return {
+            f"{t}/count": self.total.to(torch.float64),
+            f"{t}/skipped": self.skipped.to(torch.float64),
+            f"{t}/unparsed": self.unparsed.to(torch.float64),
+        }
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        t = self.task
+        if t == "pope":
+            rates = pope_rates(self.tp, self.fp + self.miss_neg, self.tn, self.fn + self.miss_pos)
+            rates["yes_ratio"] = _ratio(self.tp + self.fp, self.total)
+        else:
+            prefix = "r1" if t == "vtg" else "acc"
+            rates = threshold_rates(self.hits, self.total, self.thresholds, prefix)
+            rates["miou"] = _ratio(self.iou_sum, self.total)
+        if t == "sl":
+            share = [_ratio(h, self.total) for h in self.ciou_hits]  # (21,) shares
+            rates["ciou"] = share[CIOU_THRESHOLDS.index(CIOU_HIT)]
+            rates["auc"] = torch.trapezoid(
+                torch.stack(share),
+                torch.tensor(CIOU_THRESHOLDS, dtype=torch.float64, device=self.device),
+            )
+        return {f"{t}/{k}": v for k, v in rates.items()} | self._counts()
+
+
+def compute_quietly(metric: BenchmarkMetrics) -> dict[str, float]:
+    """`BenchmarkMetrics.compute` as floats, without torchmetrics' empty-metric warning."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {k: float(v) for k, v in metric.compute().items()}
