@@ -6,8 +6,9 @@
 - `ImageBindAudioEncoder`: ImageBind-Huge's audio branch (see `imagebind_audio`).
 
 Sizes come from constructor keyword arguments only (defaults = GroundingGPT-7B's encoders), so
-the same classes build the tiny test models and the real ones. Weights start random; only the
-CLIP encoder can load weights itself (``pretrained=`` path or hub name). Callers freeze the
+the same classes build the tiny test models and the real ones. Weights start random unless a
+``pretrained=`` checkpoint is given (CLIP: HF folder or hub id; BLIP-2: LAVIS ``.pth`` or HF
+folder/hub id; ImageBind: ``imagebind_huge.pth``); loading fails on any missing key. Callers freeze the
 encoders and run them under ``torch.no_grad()``; they also keep them in ``eval()`` mode, since
 the BLIP-2 Q-Former and ImageBind keep their dropout / drop-path layers.
 
@@ -140,6 +141,10 @@ class BlipVideoEncoder(nn.Module):
         qformer_heads: Q-Former attention heads.
         qformer_intermediate_size: Q-Former FFN hidden width.
         cross_attention_frequency: Q-Former layer ``i`` reads the frame when ``i % freq == 0``.
+        pretrained: BLIP-2 weights for the ViT, ``ln_vision``, Q-Former and queries: a LAVIS
+            checkpoint (``blip2_pretrained_flant5xxl.pth``) or an HF BLIP-2 folder / hub id
+            (``Salesforce/blip2-opt-2.7b``). ``None`` keeps the random init.
+        vit_pretrained: LAVIS's ``eva_vit_g.pth``, for BLIP-2 files without ViT weights.
 
     Attributes:
         out_dim: feature width.
@@ -167,6 +172,8 @@ class BlipVideoEncoder(nn.Module):
         qformer_heads: int = 12,
         qformer_intermediate_size: int = 3072,
         cross_attention_frequency: int = 2,
+        pretrained: str | None = None,
+        vit_pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.visual_encoder = Eva(
@@ -194,6 +201,26 @@ class BlipVideoEncoder(nn.Module):
         self.image_size = image_size
         self.out_dim = qformer_hidden_size
         self.num_tokens = num_query_tokens
+        if pretrained is not None:
+            self.load_pretrained(pretrained, vit_pretrained)
+        elif vit_pretrained is not None:
+            raise ValueError("vit_pretrained needs pretrained (the BLIP-2 Q-Former weights)")
+
+    def load_pretrained(self, pretrained: str, vit_pretrained: str | None = None) -> None:
+        """Load BLIP-2 weights (see the class Args); fails on any missing parameter."""
+        from groundinggpt.convert.components import (
+            blip2_video_encoder_conversion,
+            load_conversion,
+        )
+        from groundinggpt.convert.io import read_checkpoint, resolve
+
+        wanted = ("visual_encoder.", "ln_vision.", "Qformer.", "query_tokens", "vision_model.")
+        state = read_checkpoint(
+            resolve(pretrained), keep=lambda k: k.startswith((*wanted, "qformer."))
+        )
+        vit = None if vit_pretrained is None else read_checkpoint(resolve(vit_pretrained))
+        depth = len(self.visual_encoder.blocks)
+        load_conversion(self, blip2_video_encoder_conversion(state, depth, vit), pretrained)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Encode ``(B, T, 3, S, S)`` frames into ``(B, T, num_tokens, out_dim)``."""

@@ -50,6 +50,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
+LOGIT_SCALE_KEY = "modality_postprocessors.audio.1.log_logit_scale"
+
 # ImageBind keys (audio branch) -> our keys; matched as prefixes, first match wins.
 IMAGEBIND_AUDIO_KEY_PREFIXES: dict[str, str] = {
     "modality_preprocessors.audio.rgbt_stem.proj.": "patch_embed.proj.",
@@ -169,6 +171,8 @@ class ImageBindAudioEncoder(nn.Module):
         stride: patch conv stride.
         drop_path: largest stochastic depth rate (grows linearly from 0 over the blocks).
         logit_scale: fixed factor applied after L2 normalisation.
+        pretrained: ``imagebind_huge.pth`` (the full ImageBind checkpoint; its audio branch is
+            loaded, every audio parameter must be there). ``None`` keeps the random init.
 
     Attributes:
         out_dim: size of each clip embedding.
@@ -193,6 +197,7 @@ class ImageBindAudioEncoder(nn.Module):
         stride: int = 10,
         drop_path: float = 0.1,
         logit_scale: float = 20.0,
+        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -211,6 +216,21 @@ class ImageBindAudioEncoder(nn.Module):
         self.head_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_proj = nn.Linear(embed_dim, out_dim, bias=False)
         self._init_weights(embed_dim)
+        if pretrained is not None:
+            self.load_pretrained(pretrained)
+
+    def load_pretrained(self, path: str) -> None:
+        """Load the audio branch of an ImageBind checkpoint; fails on any missing parameter."""
+        from groundinggpt.convert.components import (
+            check_imagebind_logit_scale,
+            imagebind_audio_rules,
+            load_conversion,
+        )
+        from groundinggpt.convert.io import read_checkpoint
+
+        state = read_checkpoint(path)
+        check_imagebind_logit_scale(state, LOGIT_SCALE_KEY, self.logit_scale)
+        load_conversion(self, imagebind_audio_rules("", "").apply(state), path)
 
     @torch.no_grad()
     def _init_weights(self, embed_dim: int) -> None:
@@ -251,6 +271,7 @@ class ImageBindAudioEncoder(nn.Module):
 
 __all__ = [
     "IMAGEBIND_AUDIO_KEY_PREFIXES",
+    "LOGIT_SCALE_KEY",
     "ImageBindAudioEncoder",
     "convert_imagebind_audio_state_dict",
 ]

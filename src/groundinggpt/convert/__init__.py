@@ -1,0 +1,9 @@
+"""Checkpoint conversion: released GroundingGPT and component checkpoints -> this project.
+
+- `io`: safe reading of single files and sharded folders (safetensors or ``weights_only``).
+- `mapping`: rule-based key conversion that accounts for every source tensor.
+- `components`: key rules for LAVIS Q-Former / EVA, HF BLIP-2, ImageBind audio, CLIP.
+- `released`: the released GroundingGPT-7B ("LEGO") checkpoint.
+
+Command line: ``python -m groundinggpt.convert --help``.
+"""

@@ -1,0 +1,105 @@
+"""Convert the released GroundingGPT-7B into this project's checkpoint.
+
+Example:
+    python -m groundinggpt.convert --released ckpt/GroundingGPT \\
+        --clip ckpt/clip-vit-large-patch14-336 --out ckpt/groundinggpt_7b.safetensors \\
+        --adapters-out ckpt/groundinggpt_7b_adapters.safetensors
+
+Writes ``--out`` (every tensor of the model, our keys: loads with ``ckpt_path=`` / ``init_from=``),
+optionally ``--adapters-out`` (the adapters only) and ``<out>.json``, a report of where every
+released tensor went and why the dropped ones are not used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from groundinggpt.convert.io import read_checkpoint
+from groundinggpt.convert.released import (
+    adapter_state,
+    convert_released,
+    default_target_token_ids,
+    released_token_ids,
+)
+from groundinggpt.data.conversation import SPECIAL_TOKENS
+
+log = logging.getLogger("groundinggpt.convert")
+
+DTYPES = {
+    "keep": None,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float32": torch.float32,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m groundinggpt.convert", description=__doc__.split("\n")[0]
+    )
+    p.add_argument("--released", required=True, help="released GroundingGPT folder or file")
+    p.add_argument("--clip", help="HF CLIP ViT-L/14-336 folder or file (the release lacks it)")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors")
+    p.add_argument("--adapters-out", type=Path, help="also write the adapters alone here")
+    p.add_argument(
+        "--tokenizer", help="our tokenizer (e.g. Vicuna's folder) to take token ids from"
+    )
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="keep")
+    p.add_argument("--vit-depth", type=int, default=39)
+    return p.parse_args(argv)
+
+
+def target_token_ids(tokenizer_path: str | None, vocab: int) -> dict[str, int]:
+    """Ids our tokenizer gives the nine tokens (the same call `build_grounding_model` makes)."""
+    if tokenizer_path is None:
+        return default_target_token_ids(vocab)
+    from groundinggpt.data.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tokenizer_path)
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    if len(tok) != vocab:
+        raise ValueError(f"tokenizer has {len(tok)} tokens with ours, the release {vocab} rows")
+    return dict(zip(SPECIAL_TOKENS, tok.convert_tokens_to_ids(SPECIAL_TOKENS), strict=True))
+
+
+def save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    log.info("wrote %d tensors to %s", len(state), path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    if args.clip is None:
+        log.warning("no --clip: the output lacks the image encoder and loads only non-strictly")
+    released = read_checkpoint(args.released)
+    clip = read_checkpoint(args.clip) if args.clip else None
+    vocab = released["lm_head.weight"].shape[0]
+    source_ids = released_token_ids(args.released, vocab)
+    target_ids = target_token_ids(args.tokenizer, vocab)
+    conv = convert_released(released, clip, source_ids, target_ids, args.vit_depth)
+    conv.check_complete(args.released)
+    dtype = DTYPES[args.dtype]
+    state = {
+        k: v.to(dtype) if dtype and v.is_floating_point() else v for k, v in conv.state.items()
+    }
+    meta = {"converted_from": str(args.released), "special_token_ids": json.dumps(target_ids)}
+    save(state, args.out, meta)
+    if args.adapters_out:
+        save(adapter_state(state), args.adapters_out, meta)
+    report = {"summary": conv.summary(), "sources": conv.sources, "dropped": conv.dropped}
+    report_path = args.out.with_suffix(".json")
+    report_path.write_text(json.dumps(report, indent=1))
+    print(f"{conv.summary()}\nwrote {args.out} (report: {report_path})")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    main()
