@@ -1,0 +1,81 @@
+"""Safe checkpoint reading: single files, wrapped pickles, shards with and without an index."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from groundinggpt.convert.io import read_checkpoint
+
+STATE = {"a.weight": torch.arange(6.0).view(2, 3), "b.bias": torch.ones(2), "c": torch.zeros(1)}
+
+
+def _same(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
+
+
+@pytest.mark.parametrize("name", ["m.safetensors", "m.bin", "m.pth", "m.pt"])
+def test_single_file(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    save_file(STATE, str(path)) if name.endswith("safetensors") else torch.save(STATE, path)
+    _same(read_checkpoint(path), STATE)
+    _same(
+        read_checkpoint(path, keep=lambda k: k != "c"),
+        {k: STATE[k] for k in ("a.weight", "b.bias")},
+    )
+
+
+def test_lavis_wrapper_is_unwrapped(tmp_path: Path) -> None:
+    torch.save({"model": STATE, "epoch": 2}, tmp_path / "blip2.pth")
+    _same(read_checkpoint(tmp_path / "blip2.pth"), STATE)
+
+
+def test_pickled_code_is_refused(tmp_path: Path) -> None:
+    torch.save({"model": STATE, "cfg": Path("x")}, tmp_path / "unsafe.pth")
+    with pytest.raises(Exception, match="[Ww]eights only"):
+        read_checkpoint(tmp_path / "unsafe.pth")
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".safetensors"])
+def test_indexed_shards_and_keep_skips_shards(tmp_path: Path, suffix: str) -> None:
+    prefix = "pytorch_model" if suffix == ".bin" else "model"
+    parts = {
+        f"{prefix}-00001-of-00002{suffix}": ["a.weight"],
+        f"{prefix}-00002-of-00002{suffix}": ["b.bias", "c"],
+    }
+    for name, keys in parts.items():
+        shard = {k: STATE[k] for k in keys}
+        save_file(shard, str(tmp_path / name)) if suffix == ".safetensors" else torch.save(
+            shard, tmp_path / name
+        )
+    index = {"weight_map": {k: name for name, keys in parts.items() for k in keys}}
+    (tmp_path / f"{prefix}{suffix}.index.json").write_text(json.dumps(index))
+    _same(read_checkpoint(tmp_path), STATE)
+    (tmp_path / f"{prefix}-00002-of-00002{suffix}").unlink()  # not needed for "a.weight"
+    _same(
+        read_checkpoint(tmp_path, keep=lambda k: k == "a.weight"), {"a.weight": STATE["a.weight"]}
+    )
+    with pytest.raises(FileNotFoundError, match="shard listed in the index is missing"):
+        read_checkpoint(tmp_path)
+
+
+def test_unindexed_shards_and_duplicates(tmp_path: Path) -> None:
+    save_file({"a.weight": STATE["a.weight"]}, str(tmp_path / "x-1.safetensors"))
+    save_file({"b.bias": STATE["b.bias"]}, str(tmp_path / "x-2.safetensors"))
+    _same(read_checkpoint(tmp_path), {k: STATE[k] for k in ("a.weight", "b.bias")})
+    save_file({"b.bias": STATE["b.bias"]}, str(tmp_path / "x-3.safetensors"))
+    with pytest.raises(ValueError, match="repeats 1 keys"):
+        read_checkpoint(tmp_path)
+
+
+def test_missing_and_empty(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "nope.bin")
+    with pytest.raises(FileNotFoundError, match="holds no"):
+        read_checkpoint(tmp_path)
