@@ -243,12 +243,17 @@ def _query(text: str) -> str:
 
 
 def read_json_or_jsonl(path: Path) -> Any:
-    """A JSON document, or the list of objects of a JSONL file (errors name the line)."""
+    """A JSON document, or the list of objects of a JSONL file (errors name the line).
+
+    A one-line JSONL file is also a JSON document (one object): callers that expect rows
+    wrap a lone object into a list (`as_rows`).
+    """
     text = path.read_text(encoding="utf-8")
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        pass
+    if path.suffix != ".jsonl":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            pass
     rows = []
     for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
@@ -256,6 +261,14 @@ def read_json_or_jsonl(path: Path) -> Any:
                 rows.append(json.loads(line))
             except json.JSONDecodeError as err:
                 raise ValueError(f"{path}:{n}: neither JSON nor JSONL ({err})") from err
+    return rows
+
+
+def as_rows(data: Any, path: Path) -> list[dict]:
+    """``data`` as a list of JSON objects (a lone object is one row)."""
+    rows = [data] if isinstance(data, dict) else data
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ValueError(f"{path}: expected JSON objects, one per item")
     return rows
 
 
@@ -369,9 +382,7 @@ def _pope_label(path: Path, row: dict) -> str:
 
 
 def _pope_rows(path: Path) -> list[dict]:
-    rows = read_json_or_jsonl(path)
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected JSON objects, one per question")
+    rows = as_rows(read_json_or_jsonl(path), path)
     for r in rows:
         missing = [k for k in ("question_id", "image", "text") if k not in r]
         if missing:

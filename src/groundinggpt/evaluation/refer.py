@@ -45,6 +45,7 @@ from groundinggpt.evaluation.benchmarks import (
     _existing,
     _query,
     _single,
+    as_rows,
     fill_prompt,
     read_json_or_jsonl,
 )
@@ -64,9 +65,9 @@ SIZE_SLACK = 1.0  # pixels a box may pass the image border (rounding in exports)
 class PlainUnpickler(pickle.Unpickler):
     """An unpickler that admits only plain Python types: no class or function is looked up.
 
-    Dicts, lists, tuples, strings, bytes, numbers, booleans and None need no lookup; anything
-    else (including ``set`` and every object) needs `find_class`, which raises, so a
-    malicious pickle cannot run code.
+    Dicts, lists, tuples, strings, bytes, numbers, booleans and None need no lookup; any
+    class or function (``OrderedDict``, ``os.system``, every object's ``__reduce__``) needs
+    `find_class`, which raises, so a malicious pickle cannot run code.
 
     Example:
         >>> import io, pickle
@@ -296,8 +297,7 @@ def read_export(
     data = read_json_or_jsonl(path)
     if isinstance(data, dict) and "images" in data and "annotations" in data:
         return read_mdetr(data, path, media_dir, prompt)
-    if not isinstance(data, list) or not all(isinstance(r, dict) for r in data):
-        raise ValueError(f"{path}: expected a list of expression objects")
+    data = as_rows(data, path)
     if any("split" in r for r in data):
         _check_split(split, {r.get("split") for r in data}, path)
         rows = [(n, r) for n, r in enumerate(data) if r.get("split") == split]
