@@ -89,6 +89,11 @@ class ConversationFormatter:
             start, patch, end = ids
             self._expansion[spec.placeholder] = [start] + [patch] * spec.num_tokens + [end]
 
+    @property
+    def media_end_ids(self) -> set[int]:
+        """Ids of the tokens that close a modality's block (``<im_end>``...)."""
+        return {expansion[-1] for expansion in self._expansion.values()}
+
     def _text_ids(self, text: str) -> list[int]:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 

@@ -13,6 +13,7 @@ from torch.utils.data import ConcatDataset, DataLoader
 from groundinggpt.data.conversation import ConversationFormatter, modality_specs
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
 from groundinggpt.data.mixture import MixtureSampler
+from groundinggpt.data.records import SampleError
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +24,9 @@ class GroundingDataModule(L.LightningDataModule):
     Args:
         tokenizer: the model's tokenizer (with the special tokens already added).
         root: folder that annotation files and media paths are relative to.
-        catalog: ``{name: {file, task}}``: every dataset this data config knows.
+        catalog: ``{name: {file, task, media_root?}}``: every dataset this data config knows;
+            ``file`` is relative to ``root``; ``media_root`` (a folder, or one per modality)
+            overrides the module's ``media_root`` for that dataset.
         stages: ``{stage: {name: weight}}`` training mixtures, in stage order.
         stage: the stage to train; it replays the datasets of every earlier stage.
         replay_ratio: share of each training epoch drawn from earlier stages (0 turns it off).
@@ -32,6 +35,13 @@ class GroundingDataModule(L.LightningDataModule):
         media_tokens: patch tokens per media item per modality (the adapters' output lengths).
         synthetic: kwargs of :func:`ensure_synthetic`; when given, ``root`` is generated first.
         system: system prompt of the conversation template.
+        media_root: where media paths of records are relative to: one folder, or
+            ``{"image": ..., "video": ..., "audio": ...}``; default ``root``.
+        check_grounding: skip records with malformed boxes/spans (see ``validation``).
+
+    Resuming: `state_dict` records how many samples of the current epoch the training loop
+    has consumed (all ranks together); a run resumed from that checkpoint starts its
+    sampler right after them, so it trains on exactly the samples not yet seen.
 
     Example:
         >>> dm = GroundingDataModule(tok, root, catalog={"rec": {"file": "rec.json", "task": "rec"}},
@@ -58,6 +68,8 @@ class GroundingDataModule(L.LightningDataModule):
         on_error: str = "skip",
         system: str = "",
         synthetic: Mapping[str, Any] | None = None,
+        media_root: str | Mapping[str, str] | None = None,
+        check_grounding: bool = True,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -89,7 +101,10 @@ class GroundingDataModule(L.LightningDataModule):
         self.seed = seed
         self.on_error = on_error
         self.synthetic = dict(synthetic) if synthetic else None
+        self.media_root = media_root if media_root is not None else str(self.root)
+        self.check_grounding = check_grounding
         self.datasets: dict[str, dict[str, ConversationDataset]] = {}
+        self._resume: dict[str, int] | None = None
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
@@ -100,14 +115,24 @@ class GroundingDataModule(L.LightningDataModule):
     def _dataset(self, name: str, spec: Mapping[str, Any]) -> ConversationDataset:
         return ConversationDataset(
             self.root / spec["file"],
-            self.root,
+            self._media_roots(spec.get("media_root")),
             self.formatter,
             self.processors,
             self.max_length,
             task=spec.get("task"),
             name=name,
             on_error=self.on_error,
+            check_grounding=self.check_grounding,
         )
+
+    def _media_roots(self, override: str | Mapping[str, str] | None) -> dict[str, str]:
+        """The module's media folders per modality, updated by a dataset's own."""
+        roots = self.media_root
+        if isinstance(roots, str):
+            roots = dict.fromkeys(self.formatter.specs, roots)
+        if isinstance(override, str):
+            return dict.fromkeys(self.formatter.specs, override)
+        return {**roots, **(override or {})}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -128,14 +153,58 @@ class GroundingDataModule(L.LightningDataModule):
         )
 
     def train_sampler(self) -> MixtureSampler:
+        """This rank's sampler over the stage mixture, started where a resumed run left off."""
+        trainer = self._trainer_or_none()
+        sampler = self._mixture(
+            num_replicas=trainer.world_size if trainer else None,
+            rank=trainer.global_rank if trainer else None,
+        )
+        if self._resume is not None:
+            if self._resume.get("total_size") not in (None, sampler.total_size):
+                log.warning(
+                    "the training mixture changed since the checkpoint (%s -> %d samples per "
+                    "epoch): the resumed epoch will not be exactly the remaining samples",
+                    self._resume["total_size"],
+                    sampler.total_size,
+                )
+            consumed = min(self._resume["consumed"], sampler.total_size)
+            sampler.start_at(self._resume["epoch"], consumed)
+            log.info("resuming epoch %d after %d samples", self._resume["epoch"], consumed)
+        return sampler
+
+    def _mixture(self, num_replicas: int | None = 1, rank: int | None = 0) -> MixtureSampler:
         main, replay = self.datasets["train"], self.datasets["replay"]
-        weights = [self.weights[n] for n in main]
         return MixtureSampler(
             [len(d) for d in main.values()] + [len(d) for d in replay.values()],
-            weights + [None] * len(replay),
+            [self.weights[n] for n in main] + [None] * len(replay),
             replay_ratio=self.replay_ratio,
             seed=self.seed,
+            num_replicas=num_replicas,
+            rank=rank,
         )
+
+    def _trainer_or_none(self):
+        # LightningDataModule.trainer is None outside a Trainer (and in plain unit tests).
+        return getattr(self, "trainer", None)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Position in the current epoch: samples the training loop has consumed, all ranks."""
+        trainer = self._trainer_or_none()
+        if trainer is None or not self.datasets.get("train"):
+            return {}
+        # `processed` counts batches that went through training_step, including the one whose
+        # on_train_batch_end is saving this checkpoint; prefetched batches are not counted.
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {
+            "epoch": int(trainer.current_epoch),
+            "consumed": int(batches) * self.batch_size * int(trainer.world_size),
+            "total_size": self._mixture().total_size,
+            "seed": int(self.seed),
+        }
+
+    def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
+        if state_dict:
+            self._resume = {k: int(v) for k, v in state_dict.items()}
 
     def train_dataloader(self) -> DataLoader:
         main, replay = self.datasets["train"], self.datasets["replay"]
@@ -150,16 +219,25 @@ class GroundingDataModule(L.LightningDataModule):
             drop_last=True,
         )
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader | list:
+        # No validation sets (real data is evaluated on benchmarks by eval.py): no batches.
+        if not self.datasets["val"]:
+            return []
         return self._loader("val", batch_size=self.eval_batch_size, shuffle=False)
 
-    def test_dataloader(self) -> DataLoader:
+    def test_dataloader(self) -> DataLoader | list:
+        if not self.datasets["test"]:
+            return []
         return self._loader("test", batch_size=self.eval_batch_size, shuffle=False)
 
     def references(self, split: str) -> dict[str, list[str]]:
         """First answers of every record of ``split``, grouped by task (for baselines)."""
         out: dict[str, list[str]] = {}
         for ds in self.datasets.get(split, {}).values():
-            for i, rec in enumerate(ds.records):
-                out.setdefault(ds.task_of(rec), []).append(ds.reference(i))
+            for i in range(len(ds)):
+                try:
+                    rec = ds.records[i]
+                    out.setdefault(ds.task_of(rec), []).append(rec["conversations"][1]["value"])
+                except (SampleError, KeyError, IndexError, TypeError):
+                    continue  # a bad record is counted when training reads it
         return out

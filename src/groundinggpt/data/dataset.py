@@ -1,9 +1,16 @@
-"""Datasets over records in the released GroundingGPT format, and their collator."""
+"""Datasets over records in the released GroundingGPT format, and their collator.
+
+Bad input policy: a record that cannot become a sample (missing or unreadable media, broken
+conversation, malformed box, too long...) is, with ``on_error="skip"``, returned as
+``{"skipped": kind, ...}`` (the collator drops it and reports it in the batch, the training
+callbacks count it per reason), or, with ``on_error="raise"``, raised as `SampleError`. Cheap
+text checks run before any media is decoded.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,39 +25,47 @@ from groundinggpt.data.conversation import (
     pad_sequences,
 )
 from groundinggpt.data.media import MediaError
+from groundinggpt.data.records import RecordStore, SampleError, read_records
+from groundinggpt.data.validation import (
+    check_conversations,
+    check_grounding_text,
+    check_modalities,
+)
+
+__all__ = ["ConversationDataset", "GroundingCollator", "SampleError", "read_records"]
 
 log = logging.getLogger(__name__)
 
+# Skips logged one by one per (dataset, reason) before the log goes quiet; every skip is
+# still counted and summarised at the end of the run.
+_LOG_FIRST = 20
 
-class SampleError(ValueError):
-    """A record that cannot become a training sample (the message says which and why)."""
 
-
-def read_records(path: str | Path) -> list[dict]:
-    """Read a JSON list or a JSONL file of records."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"annotation file not found: {path}")
-    text = path.read_text(encoding="utf-8")
-    if text.lstrip().startswith("["):
-        return json.loads(text)
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+def _reason_of(err: Exception) -> str:
+    if isinstance(err, (SampleError, MediaError)):
+        return err.kind
+    return "malformed_record"  # KeyError / TypeError / ValueError from a record's structure
 
 
 class ConversationDataset(Dataset):
     """Records -> token ids, labels and decoded media, one sample per record.
 
     Args:
-        path: JSON list or JSONL of ``{"id", "image"|"video"|"sound", "conversations"}`` records,
-            or the records themselves (a list of dicts, e.g. from a benchmark reader).
-        media_root: folder the records' media paths are relative to.
+        path: JSON list or JSONL of ``{"id", "image"|"video"|"sound", "conversations"}`` records
+            (read lazily, see `RecordStore`), or the records themselves (a list of dicts, e.g.
+            from a benchmark reader).
+        media_root: folder the records' media paths are relative to, or one folder per
+            modality (``{"image": ..., "video": ..., "audio": ...}``).
         formatter: renders and tokenises the conversation.
         processors: ``{"image": ImageProcessor, ...}``: path -> tensor per modality.
-        max_length: longest allowed token sequence.
+        max_length: longest token sequence. Longer conversations are cut at ``max_length``
+            (never inside a media block); a record whose first answer would be lost is skipped.
         task: task name for records that carry none (``rec``, ``vtg``, ``caption``...).
         name: dataset name used in logs and counts (defaults to the file stem).
-        on_error: ``"skip"`` returns ``None`` for a bad record (the collator counts it) or
-            ``"raise"``.
+        on_error: ``"skip"`` returns ``{"skipped": reason, ...}`` for a bad record (the
+            collator reports it) or ``"raise"`` raises `SampleError`.
+        check_grounding: reject records whose boxes/spans are malformed (see
+            :func:`check_grounding_text`).
 
     Example:
         >>> ds = ConversationDataset("annotations/rec_train.json", root, fmt, {"image": proc}, 512)
@@ -60,27 +75,46 @@ class ConversationDataset(Dataset):
     def __init__(
         self,
         path: str | Path | Sequence[Mapping[str, Any]],
-        media_root: str | Path,
+        media_root: str | Path | Mapping[str, str | Path],
         formatter: ConversationFormatter,
         processors: Mapping[str, Callable[[Path], torch.Tensor]],
         max_length: int,
         task: str | None = None,
         name: str | None = None,
         on_error: str = "skip",
+        check_grounding: bool = True,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
         if isinstance(path, (str, Path)):
-            self.path, self.records = Path(path), read_records(path)
+            self.path, self.records = Path(path), RecordStore(path)
         else:
             self.path, self.records = Path(name or "records"), list(path)
-        self.media_root = Path(media_root)
+        self.media_roots = self._roots(media_root, formatter)
         self.formatter = formatter
         self.processors = dict(processors)
         self.max_length = max_length
         self.task = task
         self.name = name or self.path.stem
         self.on_error = on_error
+        self.check_grounding = check_grounding
+        self._logged: Counter[str] = Counter()
+
+    @staticmethod
+    def _roots(
+        media_root: str | Path | Mapping[str, str | Path], formatter: ConversationFormatter
+    ) -> dict[str, Path]:
+        if isinstance(media_root, (str, Path)):
+            return dict.fromkeys(formatter.specs, Path(media_root))
+        missing = set(formatter.specs) - set(media_root)
+        if missing:
+            raise ValueError(f"media_root has no folder for modalities {sorted(missing)}")
+        return {m: Path(media_root[m]) for m in formatter.specs}
+
+    @property
+    def media_root(self) -> Path:
+        """The common media folder (the first modality's, when they differ)."""
+        return next(iter(self.media_roots.values()))
 
     def __len__(self) -> int:
         return len(self.records)
@@ -92,33 +126,58 @@ class ConversationDataset(Dataset):
         """The first answer of record ``index`` (the target that evaluation compares with)."""
         return self.records[index]["conversations"][1]["value"]
 
-    def _media(self, record: Mapping[str, Any]) -> dict[str, torch.Tensor]:
-        media = {}
-        convs = record["conversations"]
+    def _media_paths(self, record: Mapping[str, Any], convs: list) -> dict[str, Path]:
+        """Modality -> file of the record, after checking placeholders against media keys."""
+        paths = {}
         for name, spec in self.formatter.specs.items():
             rel = record.get(spec.record_key)
             n_ph = count_placeholders(convs, spec.placeholder)
             if rel is None and n_ph == 0:
                 continue
-            if rel is None or n_ph != 1:
+            if rel is not None and n_ph == 0:
                 raise SampleError(
-                    f"{n_ph} {spec.placeholder} placeholders for "
-                    f"{'no' if rel is None else 'one'} {spec.record_key} file"
+                    "media_without_placeholder",
+                    f"{spec.record_key} given but no {spec.placeholder}",
+                )
+            if rel is None or n_ph != 1 or not isinstance(rel, str):
+                given = "no" if rel is None else repr(rel)
+                raise SampleError(
+                    "placeholder_mismatch",
+                    f"{n_ph} {spec.placeholder} for {given} {spec.record_key}",
                 )
             if name not in self.processors:
-                raise SampleError(f"no processor configured for modality {name!r}")
-            media[name] = self.processors[name](self.media_root / rel)
-        return media
+                raise SampleError("unknown_modality", f"no processor for modality {name!r}")
+            paths[name] = self.media_roots[name] / rel
+        return paths
+
+    def _fit(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
+        """Cut a too-long sequence at ``max_length``: never inside a media block, never
+        losing every answer token (both skip the record as ``too_long``)."""
+        if len(ids) <= self.max_length:
+            return ids, labels, False
+        ends = self.formatter.media_end_ids
+        last_media = max((i for i, t in enumerate(ids) if t in ends), default=-1)
+        if last_media >= self.max_length:
+            raise SampleError("too_long", f"media tokens end at {last_media} >= {self.max_length}")
+        ids, labels = ids[: self.max_length], labels[: self.max_length]
+        if all(lab == IGNORE_INDEX for lab in labels):
+            raise SampleError("too_long", f"the answer starts after max_length {self.max_length}")
+        return ids, labels, True
 
     def _build(self, index: int) -> dict[str, Any]:
         record = self.records[index]
-        convs = record.get("conversations")
-        if not convs or len(convs) < 2:
-            raise SampleError("record has no human/gpt conversation")
-        media = self._media(record)
-        input_ids, labels = self.formatter.encode(convs)
-        if len(input_ids) > self.max_length:
-            raise SampleError(f"{len(input_ids)} tokens > max_length {self.max_length}")
+        convs = check_conversations(record)
+        check_modalities(
+            record,
+            {s.record_key for s in self.formatter.specs.values()},
+            {s.placeholder for s in self.formatter.specs.values()},
+        )
+        if self.check_grounding:
+            for turn in convs:
+                check_grounding_text(turn["value"])
+        paths = self._media_paths(record, convs)
+        input_ids, labels, truncated = self._fit(*self.formatter.encode(convs))
+        media = {name: self.processors[name](path) for name, path in paths.items()}
         # The first answer's first label ends the first prompt: no second tokenisation needed.
         first_answer = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
         return {
@@ -131,37 +190,73 @@ class ConversationDataset(Dataset):
             "reference": convs[1]["value"],
             "prompt": convs[0]["value"],
             "media": media,
-            "media_paths": {
-                m: str(self.media_root / record[s.record_key])
-                for m, s in self.formatter.specs.items()
-                if m in media
-            },
+            "media_paths": {m: str(p) for m, p in paths.items()},
+            "truncated": truncated,
         }
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def _skip(self, index: int, err: Exception) -> dict[str, Any]:
+        reason = _reason_of(err)
+        where = err.path if isinstance(err, MediaError) else f"{self.path}[{index}]"
+        key = f"{self.name}/{reason}"
+        self._logged[key] += 1
+        if self._logged[key] <= _LOG_FIRST:
+            quiet = (
+                " (further ones of this kind are only counted)"
+                if self._logged[key] == _LOG_FIRST
+                else ""
+            )
+            log.warning("skipped %s [%s] %s: %s%s", self.name, reason, where, err, quiet)
+        return {
+            "skipped": reason,
+            "dataset": self.name,
+            "index": index,
+            "id": self._record_id(index),
+            "file": where,
+            "detail": str(err),
+        }
+
+    def _record_id(self, index: int) -> str:
+        try:
+            return str(self.records[index].get("id", index))
+        except (SampleError, AttributeError):
+            return str(index)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
         try:
             return self._build(index)
-        except (SampleError, MediaError, KeyError, TypeError) as err:
+        except (SampleError, MediaError, KeyError, TypeError, ValueError) as err:
             if self.on_error == "raise":
-                raise SampleError(f"{self.path}[{index}]: {err}") from err
-            log.warning("skipping %s[%d]: %s", self.path, index, err)
-            return {"skipped": f"{type(err).__name__}", "dataset": self.name}
+                raise SampleError(_reason_of(err), f"{self.path}[{index}]: {err}") from err
+            return self._skip(index, err)
 
 
 class GroundingCollator:
     """Batch samples: right-padded training ids, left-padded prompts, media stacked per modality.
 
     Skipped samples (``{"skipped": reason}``) are dropped and reported in ``batch["skipped"]``
-    so the training module can count them.
+    (their reasons) and ``batch["skipped_info"]`` (dataset, file, reason, detail of each), so
+    the training module and callbacks can count them.
+
+    Args:
+        pad_token_id: id used to pad ``input_ids`` and ``prompt_ids``.
+
+    Example:
+        >>> collate = GroundingCollator(tok.pad_token_id)
+        >>> batch = collate([ds[0], ds[1]])
+        >>> batch["input_ids"].shape, batch["skipped"]
     """
 
     def __init__(self, pad_token_id: int) -> None:
         self.pad_token_id = pad_token_id
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-        skipped = [s["skipped"] for s in samples if "skipped" in s]
+        info = [dict(s) for s in samples if "skipped" in s]
         samples = [s for s in samples if "skipped" not in s]
-        batch: dict[str, Any] = {"skipped": skipped, "size": len(samples)}
+        batch: dict[str, Any] = {
+            "skipped": [s["skipped"] for s in info],
+            "skipped_info": info,
+            "size": len(samples),
+        }
         if not samples:
             return batch
         ids = [s["input_ids"] for s in samples]
@@ -177,4 +272,5 @@ class GroundingCollator:
         }
         for key in ("id", "task", "dataset", "reference", "prompt", "media_paths"):
             batch[key] = [s[key] for s in samples]
+        batch["truncated"] = [bool(s.get("truncated", False)) for s in samples]
         return batch

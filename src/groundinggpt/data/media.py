@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,21 +34,28 @@ class MediaError(ValueError):
 
     Args:
         path: the offending file.
-        reason: what is wrong with it.
+        reason: what is wrong with it (free text, for the log).
+        kind: a short machine-readable category used to count skips (``missing_file``,
+            ``unreadable_image``, ``empty_video``, ``empty_audio``...).
+
+    Example:
+        >>> MediaError("a.png", "file not found", kind="missing_file").kind
+        'missing_file'
     """
 
-    def __init__(self, path: str | Path, reason: str) -> None:
+    def __init__(self, path: str | Path, reason: str, kind: str = "unreadable_media") -> None:
         self.path = str(path)
         self.reason = reason
+        self.kind = kind
         super().__init__(f"{self.path}: {reason}")
 
 
-def _check_exists(path: str | Path) -> Path:
+def _check_exists(path: str | Path, modality: str = "media") -> Path:
     path = Path(path)
     if not path.is_file():
-        raise MediaError(path, "file not found")
+        raise MediaError(path, "file not found", kind="missing_file")
     if path.stat().st_size == 0:
-        raise MediaError(path, "file is empty")
+        raise MediaError(path, "file is empty", kind=f"empty_{modality}")
     return path
 
 
@@ -128,15 +136,15 @@ def open_rgb(path: str | Path) -> Image.Image:
 
     EXIF orientation is deliberately not applied: dataset boxes refer to the stored pixels.
     """
-    path = _check_exists(path)
+    path = _check_exists(path, "image")
     try:
         with Image.open(path) as img:
-            img.load()
+            img.load()  # a truncated file fails here, not later in a worker's resize
             rgb = to_rgb(img)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise MediaError(path, f"unreadable image ({err})") from err
+        raise MediaError(path, f"unreadable image ({err})", kind="unreadable_image") from err
     if rgb.width == 0 or rgb.height == 0:
-        raise MediaError(path, "image has zero size")
+        raise MediaError(path, "image has zero size", kind="empty_image")
     return rgb
 
 
@@ -153,11 +161,18 @@ def expand_to_square(img: Image.Image, pad_color: Sequence[int] = PAD_COLOR) -> 
 class ImageProcessor:
     """Image file -> padded, resized, CLIP-normalised tensor ``(3, size, size)``.
 
+    The image is padded to a square first (boxes are relative to that square). The square is
+    then resized and normalised here, or, when ``processor`` is given, handed to the encoder's
+    own Hugging Face image processor (``CLIPImageProcessor`` for the real CLIP), so that the
+    pixels match what the pretrained encoder was trained on.
+
     Args:
-        size: output side in pixels.
+        size: output side in pixels (ignored when ``processor`` is given).
         mean: per-channel mean for normalisation (CLIP's by default).
         std: per-channel std for normalisation.
         pad_color: RGB colour of the square padding (the CLIP mean colour).
+        processor: optional Hugging Face image processor called as
+            ``processor(images=square, return_tensors="pt")["pixel_values"][0]``.
 
     Example:
         >>> proc = ImageProcessor(size=64)
@@ -172,6 +187,7 @@ class ImageProcessor:
         mean: Sequence[float] = CLIP_MEAN,
         std: Sequence[float] = CLIP_STD,
         pad_color: Sequence[int] = PAD_COLOR,
+        processor: Any | None = None,
     ) -> None:
         if size <= 0:
             raise ValueError(f"size must be positive, got {size}")
@@ -179,6 +195,7 @@ class ImageProcessor:
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.pad_color = tuple(int(v) for v in pad_color)
+        self.processor = processor
 
     def load_padded(self, path: str | Path) -> Image.Image:
         """The padded square at original resolution, un-normalised (for plots and checks)."""
@@ -187,6 +204,8 @@ class ImageProcessor:
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         """A PIL image (any mode) -> ``(3, size, size)`` normalised tensor."""
         square = expand_to_square(to_rgb(img), self.pad_color)
+        if self.processor is not None:
+            return self.processor(images=square, return_tensors="pt")["pixel_values"][0]
         resized = square.resize((self.size, self.size), Image.Resampling.BICUBIC)
         arr = np.asarray(resized, dtype=np.float32) / 255.0  # (S, S, 3)
         x = torch.from_numpy(arr.copy()).permute(2, 0, 1)  # (3, S, S)
@@ -216,20 +235,59 @@ def uniform_indices(n_total: int, num: int) -> torch.Tensor:
 def _open_video(path: str | Path, **kwargs):
     import decord
 
-    path = _check_exists(path)
+    path = _check_exists(path, "video")
     try:
-        return decord.VideoReader(str(path), **kwargs)
+        vr = decord.VideoReader(str(path), **kwargs)
     except Exception as err:  # decord raises DECORDError / RuntimeError without a common base
-        raise MediaError(path, f"unreadable video ({err})") from err
+        raise MediaError(path, f"unreadable video ({err})", kind="unreadable_video") from err
+    if len(vr) == 0:
+        raise MediaError(path, "video has no frames", kind="empty_video")
+    return vr
+
+
+def _frame_spans(vr) -> np.ndarray | None:
+    """Per-frame ``(start, end)`` presentation times in seconds ``(n, 2)``, or None if unusable.
+
+    Containers without timestamps (or with broken ones) give None; the caller then falls back
+    to frame indices, which is exact for constant frame rate.
+    """
+    try:
+        spans = np.asarray(vr.get_frame_timestamp(np.arange(len(vr))), dtype=np.float64)
+    except Exception:  # decord has no timestamp index for some containers
+        return None
+    if spans.ndim != 2 or not np.isfinite(spans).all():
+        return None
+    if spans[-1, 1] <= spans[0, 0] or np.any(np.diff(spans[:, 0]) < 0):
+        return None
+    return spans.reshape(-1, 2)
+
+
+def time_uniform_indices(spans: np.ndarray, num: int) -> torch.Tensor:
+    """Frames shown at the midpoints of ``num`` equal *time* segments of the video.
+
+    With constant frame rate this equals `uniform_indices`; with variable frame rate it keeps
+    the sampled frames evenly spread in time, which is what ``{s, e}`` fractions refer to.
+
+    Args:
+        spans: per-frame ``(start, end)`` times, ``(n, 2)``, starts non-decreasing.
+        num: frames to sample.
+    """
+    t0, t1 = spans[0, 0], spans[-1, 1]
+    targets = t0 + (np.arange(num) + 0.5) / num * (t1 - t0)  # (num,)
+    idx = np.searchsorted(spans[:, 0], targets, side="right") - 1
+    return torch.from_numpy(np.clip(idx, 0, len(spans) - 1)).long()
 
 
 class VideoProcessor:
-    """Video file -> ``num_frames`` uniformly sampled frames, ``(N, 3, size, size)`` normalised.
+    """Video file -> ``num_frames`` frames uniform in time, ``(N, 3, size, size)`` normalised.
 
-    Frames are resized to ``size x size`` (bicubic, antialiased; aspect ratio not kept).
+    Frames are the ones shown at the midpoints of ``N`` equal time segments of the whole
+    video (timestamps from the container, so variable frame rate is handled; constant-rate
+    index sampling when the container has none). Videos with fewer than ``N`` frames repeat
+    frames. Frames are resized to ``size x size`` (bicubic, antialiased; aspect ratio not kept).
 
     Args:
-        num_frames: frames sampled over the whole video (midpoints of equal segments).
+        num_frames: frames sampled over the whole video.
         size: output side in pixels.
         mean: per-channel mean for normalisation (CLIP's by default).
         std: per-channel std for normalisation.
@@ -257,6 +315,13 @@ class VideoProcessor:
         self.std = tuple(float(v) for v in std)
         self.num_threads = int(num_threads)
 
+    def frame_indices(self, vr) -> torch.Tensor:
+        """Indices of the ``num_frames`` sampled frames of an open decord reader."""
+        spans = _frame_spans(vr)
+        if spans is None:
+            return uniform_indices(len(vr), self.num_frames)
+        return time_uniform_indices(spans, self.num_frames)
+
     def read_frames(self, path: str | Path) -> torch.Tensor:
         """Sampled frames resized to ``size``, float in [0, 1], ``(N, 3, size, size)``.
 
@@ -264,16 +329,15 @@ class VideoProcessor:
         (e.g. 16 or 48); chunks bound the memory held at native resolution.
         """
         vr = _open_video(path, num_threads=self.num_threads)
-        n_total = len(vr)
-        if n_total == 0:
-            raise MediaError(path, "video has no frames")
-        idx = uniform_indices(n_total, self.num_frames).tolist()
+        idx = self.frame_indices(vr).tolist()
         chunks = []
         for start in range(0, len(idx), _FRAME_CHUNK):
             try:
                 raw = vr.get_batch(idx[start : start + _FRAME_CHUNK]).asnumpy()  # (n, H, W, 3)
             except Exception as err:
-                raise MediaError(path, f"failed to decode frames ({err})") from err
+                raise MediaError(
+                    path, f"failed to decode frames ({err})", kind="unreadable_video"
+                ) from err
             chunks.append(self._resize(torch.from_numpy(raw)))
         return torch.cat(chunks)  # (N, 3, S, S)
 
@@ -288,22 +352,46 @@ class VideoProcessor:
     def __call__(self, path: str | Path) -> torch.Tensor:
         return _normalise(self.read_frames(path), self.mean, self.std)  # (N, 3, S, S)
 
-    def duration(self, path: str | Path) -> float:
-        """Duration in seconds: frames / average fps, or the last frame's end time if fps is 0."""
+    def sample_times(self, path: str | Path) -> torch.Tensor:
+        """Where the sampled frames sit, as fractions of the video's duration ``(N,)``."""
         vr = _open_video(path, num_threads=self.num_threads)
-        n_total = len(vr)
-        if n_total == 0:
-            raise MediaError(path, "video has no frames")
+        idx = self.frame_indices(vr)
+        spans = _frame_spans(vr)
+        if spans is None:
+            return (idx.double() + 0.5) / len(vr)
+        t0, t1 = spans[0, 0], spans[-1, 1]
+        mid = (spans[idx.numpy(), 0] + spans[idx.numpy(), 1]) / 2  # (N,)
+        return torch.from_numpy((mid - t0) / (t1 - t0))
+
+    def duration(self, path: str | Path) -> float:
+        """Duration in seconds: end of the last frame, else frames / average fps."""
+        vr = _open_video(path, num_threads=self.num_threads)
+        spans = _frame_spans(vr)
+        if spans is not None:
+            return float(spans[-1, 1] - spans[0, 0])
         fps = float(vr.get_avg_fps())
         if fps > 0 and math.isfinite(fps):
-            return n_total / fps
-        end = float(vr.get_frame_timestamp(n_total - 1)[1])
-        if end <= 0 or not math.isfinite(end):
-            raise MediaError(path, "video has neither a frame rate nor timestamps")
-        return end
+            return len(vr) / fps
+        raise MediaError(path, "video has neither timestamps nor a frame rate", "unreadable_video")
 
 
 # --------------------------------------------------------------------------------------- audio
+
+
+def _audio_failure(path: Path) -> str:
+    """Why decord could not read audio from ``path``: ``no_audio_track``, ``empty_audio`` or
+    ``unreadable_audio`` (asked of PyAV only after a failure, so the common path pays nothing)."""
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.audio:
+                return "no_audio_track"
+            if not any(frame.samples for frame in container.decode(audio=0)):
+                return "empty_audio"
+    except Exception:  # PyAV cannot read it either
+        return "unreadable_audio"
+    return "unreadable_audio"
 
 
 class AudioProcessor:
@@ -352,14 +440,14 @@ class AudioProcessor:
         """Mono waveform ``(1, T)`` at ``sample_rate``; `MediaError` if absent or empty."""
         import decord
 
-        path = _check_exists(path)
+        path = _check_exists(path, "audio")
         try:
             reader = decord.AudioReader(str(path), sample_rate=self.sample_rate, mono=True)
             samples = reader[:].asnumpy()
         except Exception as err:  # no audio stream, corrupt file, zero samples
-            raise MediaError(path, f"no decodable audio ({err})") from err
+            raise MediaError(path, f"no decodable audio ({err})", kind=_audio_failure(path)) from err
         if samples.size == 0:
-            raise MediaError(path, "audio has no samples")
+            raise MediaError(path, "audio has no samples", kind="empty_audio")
         return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).reshape(1, -1)
 
     def clip_starts(self, duration: float) -> list[float]:

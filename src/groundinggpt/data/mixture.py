@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Sampler
+import torch.distributed as dist
+from torch.utils.data import DistributedSampler
 
 
 def _draw(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -18,24 +19,41 @@ def _draw(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     return torch.cat(parts)
 
 
-class MixtureSampler(Sampler[int]):
-    """Indices into a ``ConcatDataset`` of ``sizes`` datasets, one epoch at a time.
+class MixtureSampler(DistributedSampler):
+    """Indices into a ``ConcatDataset`` of ``sizes`` datasets, one epoch at a time, per rank.
 
     A main dataset ``i`` contributes ``round(weights[i] * sizes[i])`` samples per epoch
     (weight 2 = every sample twice, 0.5 = a random half). Replay datasets share
-    ``replay_ratio`` of the whole epoch, drawn in proportion to their sizes. The order is a
-    deterministic function of ``seed`` and the epoch number.
+    ``replay_ratio`` of the whole epoch, drawn in proportion to their sizes. The epoch's
+    order is a deterministic function of ``seed`` and the epoch number, the same on every rank.
+
+    Distributed: rank ``r`` of ``W`` takes positions ``r, r + W, ...`` of the epoch order, so
+    every drawn sample goes to exactly one rank; the last ``len % W`` positions (a random few,
+    as the order is shuffled) are left out so that all ranks take the same number of steps.
+
+    Resumable: `start_at` makes one epoch begin after the first ``consumed`` positions of its
+    order. Because ranks interleave, "each of W ranks took c samples" is exactly "the first
+    c * W positions are done", so a run may even resume with a different number of ranks.
+    ``len()`` stays the full per-rank epoch length, which is what Lightning's restored loop
+    counters expect.
+
+    It subclasses `DistributedSampler` only so that Lightning leaves it in place under DDP
+    instead of wrapping it in a sampler that would shard (and pad) it a second time.
 
     Args:
         sizes: lengths of the datasets in ConcatDataset order.
         weights: per dataset multiplier; ``None`` marks a replay dataset.
         replay_ratio: the share of the epoch taken by replay datasets, in [0, 1).
         seed: base seed.
+        num_replicas: number of ranks (default: the process group's size, or 1).
+        rank: this process's rank (default: the process group's rank, or 0).
 
     Example:
         >>> s = MixtureSampler([100, 50, 400], [1.0, 2.0, None], replay_ratio=0.1)
         >>> len(s)  # 200 main samples + 22 replayed
         222
+        >>> len(MixtureSampler([100, 50, 400], [1.0, 2.0, None], 0.1, num_replicas=4, rank=1))
+        55
     """
 
     def __init__(
@@ -44,6 +62,8 @@ class MixtureSampler(Sampler[int]):
         weights: Sequence[float | None],
         replay_ratio: float = 0.0,
         seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
         if len(sizes) != len(weights):
             raise ValueError("sizes and weights must have the same length")
@@ -54,6 +74,7 @@ class MixtureSampler(Sampler[int]):
         self.replay_ratio = replay_ratio
         self.seed = seed
         self.epoch = 0
+        self.num_replicas, self.rank = _world(num_replicas, rank)
         self.offsets = [sum(self.sizes[:i]) for i in range(len(self.sizes))]
         main = [
             (i, round(w * s))
@@ -66,16 +87,30 @@ class MixtureSampler(Sampler[int]):
         n_replay = round(replay_ratio / (1.0 - replay_ratio) * n_main) if replay else 0
         self.replay_ids = [i for i in replay if self.sizes[i] > 0]
         self.n_replay = n_replay if self.replay_ids else 0
-        if n_main + self.n_replay == 0:
-            raise ValueError("the training mixture is empty")
+        self.total_size = n_main + self.n_replay
+        if self.total_size < self.num_replicas:
+            raise ValueError(
+                f"the training mixture has {self.total_size} samples for {self.num_replicas} ranks"
+            )
+        self._resume: tuple[int, int] | None = None  # (epoch, consumed positions)
+        # Attributes Lightning reads from a DistributedSampler.
+        self.shuffle, self.drop_last, self.dataset = True, True, None
+        self.num_samples = len(self)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def start_at(self, epoch: int, consumed: int) -> None:
+        """Begin ``epoch`` after its first ``consumed`` positions (all ranks together)."""
+        if not 0 <= consumed <= self.total_size:
+            raise ValueError(f"consumed must be in [0, {self.total_size}], got {consumed}")
+        self._resume = (epoch, consumed)
+
     def __len__(self) -> int:
-        return sum(self.main_counts.values()) + self.n_replay
+        return self.total_size // self.num_replicas
 
     def indices(self, epoch: int) -> torch.Tensor:
+        """The whole epoch's order (all ranks), ``(total_size,)``."""
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         parts = [
             self.offsets[i] + _draw(n, self.sizes[i], gen) for i, n in self.main_counts.items()
@@ -89,7 +124,27 @@ class MixtureSampler(Sampler[int]):
         order = torch.cat(parts)
         return order[torch.randperm(len(order), generator=gen)]
 
+    def rank_indices(self, epoch: int, consumed: int = 0) -> torch.Tensor:
+        """This rank's share of ``epoch`` after the first ``consumed`` positions."""
+        usable = len(self) * self.num_replicas  # drop the tail no rank can take evenly
+        return self.indices(epoch)[consumed + self.rank : usable : self.num_replicas]
+
     def __iter__(self) -> Iterator[int]:
-        yield from self.indices(self.epoch).tolist()
+        consumed = 0
+        if self._resume is not None and self._resume[0] == self.epoch:
+            consumed = self._resume[1]
+            self._resume = None  # only the interrupted epoch starts late
+        yield from self.rank_indices(self.epoch, consumed).tolist()
         # Without an explicit set_epoch (e.g. a plain DataLoader) the next pass still reshuffles.
         self.epoch += 1
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    initialised = dist.is_available() and dist.is_initialized()
+    if num_replicas is None:
+        num_replicas = dist.get_world_size() if initialised else 1
+    if rank is None:
+        rank = dist.get_rank() if initialised else 0
+    if not 0 <= rank < num_replicas:
+        raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
+    return int(num_replicas), int(rank)
