@@ -140,7 +140,8 @@ def test_pope_metrics_hand_values() -> None:
     outputs = ["Yes.", "No.", "Yes", "Yes", "No", "No", None, None]
     # tp 2, fn 1, fp 1, tn 2; skipped: one yes (-> fn), one no (-> fp, but not a "yes")
     m = BenchmarkMetrics("pope")
-    m.update([score(_pope(lab, str(i)), o) for i, (lab, o) in enumerate(zip(labels, outputs))])
+    pairs = enumerate(zip(labels, outputs, strict=True))
+    m.update([score(_pope(lab, str(i)), o) for i, (lab, o) in pairs])
     out = compute_quietly(m)
     tp, fp, tn, fn = 2, 1 + 1, 2, 1 + 1
     precision, recall = tp / (tp + fp), tp / (tp + fn)
