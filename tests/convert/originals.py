@@ -14,7 +14,10 @@ Tensor = torch.Tensor
 BERT_LN_EPS, VIT_LN_EPS = 1e-12, 1e-6
 
 
-def _rand(gen: torch.Generator, *shape: int, scale: float = 0.2) -> Tensor:
+def _rand(gen: torch.Generator | None, *shape: int, scale: float = 0.2) -> Tensor:
+    # gen=None: shapes only (meta tensors), for full-size layouts.
+    if gen is None:
+        return torch.empty(*shape, device="meta")
     return torch.randn(*shape, generator=gen) * scale
 
 
@@ -24,7 +27,7 @@ def _linear(sd: dict, key: str, out_dim: int, in_dim: int, gen: torch.Generator)
 
 
 def _norm(sd: dict, key: str, dim: int, gen: torch.Generator) -> None:
-    sd[key + ".weight"] = 1 + _rand(gen, dim, scale=0.05)
+    sd[key + ".weight"] = _rand(gen, dim, scale=0.05) + 1
     sd[key + ".bias"] = _rand(gen, dim, scale=0.05)
 
 
@@ -179,7 +182,7 @@ def imagebind(
         pre + "rgbt_stem.proj.weight": _rand(gen, d, 1, 16, 16, scale=0.05),
         pre + "pos_embedding_helper.pos_embed": _rand(gen, 1, patches + 1, d),
         "modality_heads.audio.2.weight": _rand(gen, out_dim, d),
-        "modality_postprocessors.audio.1.log_logit_scale": torch.tensor(20.0).log(),
+        "modality_postprocessors.audio.1.log_logit_scale": torch.tensor(20.0, device="cpu").log(),
     }
     _norm(sd, pre + "rgbt_stem.norm_layer", d, gen)
     _norm(sd, "modality_heads.audio.0", d, gen)
