@@ -7,6 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
@@ -16,6 +17,9 @@ from groundinggpt.grounding.metrics import (
     PopeMetrics,
     TemporalGroundingRecall,
     baseline_metrics,
+    pope_rates,
+    threshold_hits,
+    threshold_rates,
 )
 
 FULL = (0.0, 0.0, 1.0, 1.0)
@@ -256,3 +260,27 @@ def test_ddp_sync_equals_single_process(tmp_path: Path) -> None:
         assert result == pytest.approx(expected, abs=1e-12)
         assert set(result) == set(expected)
         assert after_reset == {}
+
+
+# --- shared helpers (also used by the benchmark metrics) --------------------------------------
+
+
+def test_f1_with_precision_plus_recall_below_one() -> None:
+    # tp 1, fp 1, fn 3: precision 0.5, recall 0.25, F1 = 2 * 0.125 / 0.75 = 1/3. A ratio that
+    # clamped its denominator to >= 1 would give 0.25 here.
+    m = PopeMetrics()
+    m.update([True, True, False, False, False], [True, False, True, True, True])
+    assert float(m.compute()["f1"]) == pytest.approx(1 / 3)
+    rates = pope_rates(torch.tensor(1), torch.tensor(1), torch.tensor(0), torch.tensor(3))
+    assert float(rates["f1"]) == pytest.approx(1 / 3)
+    assert float(rates["yes_ratio"]) == pytest.approx(2 / 5)
+
+
+def test_threshold_helpers_and_update_iou() -> None:
+    iou = torch.tensor([0.3, 0.5, 0.49999, 1.0], dtype=torch.float64)
+    assert threshold_hits(iou, (0.3, 0.5, 0.9)).tolist() == [4, 2, 1]
+    rates = threshold_rates(torch.tensor([4, 2]), torch.tensor(4), (0.3, 0.5), "acc")
+    assert {k: float(v) for k, v in rates.items()} == {"acc@0.3": 1.0, "acc@0.5": 0.5}
+    m = BoxAccuracy()
+    m.update_iou(iou)
+    assert _floats(m.compute()) == pytest.approx({"acc@0.5": 0.5, "miou": 2.29999 / 4})
