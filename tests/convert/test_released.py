@@ -339,3 +339,28 @@ def test_cli_converts_a_sharded_release_into_a_loadable_checkpoint(setup, tmp_pa
     assert set(shared) == {k for k in model.state_dict() if ".adapter." in k}
     report = json.loads(out.with_suffix(".json").read_text())
     assert set(report["dropped"]) | set(report["sources"].values()) >= set(released)
+
+
+def test_target_ids_come_from_the_evaluation_tokenizer(tmp_path: Path) -> None:
+    """A tokenizer that already holds the tokens (the release's own) keeps their ids."""
+    from groundinggpt.convert.__main__ import target_token_ids
+
+    tok = build_tokenizer()
+    base = len(tok)
+    assert target_token_ids(None, base + 9) == {t: base + i for i, t in enumerate(SPECIAL_TOKENS)}
+    tok.add_special_tokens({"additional_special_tokens": RELEASED_TOKEN_ORDER})
+    tok.save_pretrained(tmp_path)
+    ids = target_token_ids(str(tmp_path), base + 9)
+    assert ids == {t: base + RELEASED_TOKEN_ORDER.index(t) for t in SPECIAL_TOKENS}
+    with pytest.raises(ValueError, match="tokens with ours"):
+        target_token_ids(str(tmp_path), base + 10)
+
+
+def test_released_config_differences_are_listed(tmp_path: Path) -> None:
+    from groundinggpt.convert.released import REFERENCE_CONFIG, check_released_config
+
+    assert check_released_config(tmp_path) == []
+    (tmp_path / "config.json").write_text(json.dumps(REFERENCE_CONFIG | {"video_token_len": 32}))
+    assert check_released_config(tmp_path) == [
+        "video_token_len: release 32, model=groundinggpt_7b 64"
+    ]

@@ -22,6 +22,7 @@ import torch
 from groundinggpt.convert.io import read_checkpoint
 from groundinggpt.convert.released import (
     adapter_state,
+    check_released_config,
     convert_released,
     default_target_token_ids,
     released_token_ids,
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.clip is None:
         log.warning("no --clip: the output lacks the image encoder and loads only non-strictly")
+    for line in check_released_config(args.released):
+        log.warning("config.json differs from the architecture we build: %s", line)
     released = read_checkpoint(args.released)
     clip = read_checkpoint(args.clip) if args.clip else None
     vocab = released["lm_head.weight"].shape[0]

@@ -212,13 +212,47 @@ def convert_released(
     return conversion
 
 
+# What GroundingGPT-7B's config.json records (LEGOConfig fields) and model=groundinggpt_7b builds.
+REFERENCE_CONFIG = {
+    "vocab_size": 32009,
+    "hidden_size": 4096,
+    "num_hidden_layers": 32,
+    "mm_vision_select_layer": -2,
+    "mm_vision_hidden_size": 1024,
+    "mm_use_im_start_end": True,
+    "num_query_token": 32,
+    "max_frame": 64,
+    "video_token_len": 64,
+    "sound_token_len": 8,
+}
+
+
+def check_released_config(folder: str | Path) -> list[str]:
+    """Differences between the release's ``config.json`` and the architecture we build.
+
+    Returns:
+        one line per differing field (empty when it matches or there is no config.json).
+    """
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        return []
+    config = json.loads(path.read_text())
+    return [
+        f"{key}: release {config[key]!r}, model=groundinggpt_7b {value!r}"
+        for key, value in REFERENCE_CONFIG.items()
+        if key in config and config[key] != value
+    ]
+
+
 def adapter_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The trainable adapters only (``branches.*.adapter.*``), for sharing."""
     return {k: v for k, v in state.items() if k.startswith("branches.") and ".adapter." in k}
 
 
 __all__ = [
+    "REFERENCE_CONFIG",
     "RELEASED_TOKEN_ORDER",
+    "check_released_config",
     "adapter_state",
     "convert_released",
     "default_target_token_ids",
