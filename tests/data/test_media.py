@@ -255,3 +255,95 @@ def test_bad_audio_raises_media_error(tmp_path: Path, content: bytes | str | Non
 def test_media_error_is_a_value_error() -> None:
     err = MediaError("x.png", "file not found")
     assert isinstance(err, ValueError) and err.path == "x.png" and "file not found" in str(err)
+
+
+# ------------------------------------------------------------------- robustness (issue 3)
+
+
+def test_variable_frame_rate_samples_uniformly_in_time(tmp_path: Path, files) -> None:
+    """8 fast frames (0.2 s) then 8 slow ones (1.7 s): time-uniform sampling lands on the
+    slow frames, where index-uniform sampling would spend half the frames on 0.2 s."""
+    path = files.mp4(tmp_path / "vfr.mp4", 16, frame_ms=[25] * 8 + [225] * 8)
+    proc = VideoProcessor(num_frames=4, size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    grey = (proc(path)[:, 0, 4, 4] * 255).round()  # (N,) flat grey encodes the frame index
+    assert ((grey - 4) / 8).round().long().tolist() == [8, 10, 12, 14]
+    assert uniform_indices(16, 4).tolist() == [2, 6, 10, 14]
+    times = proc.sample_times(path)
+    assert times.tolist() == sorted(times.tolist()) and 0 < times[0] < times[-1] < 1
+    assert proc.duration(path) == pytest.approx(1.9, abs=0.15)
+
+
+def test_video_shorter_than_num_frames_repeats_frames(tmp_path: Path, files) -> None:
+    path = files.mp4(tmp_path / "short.mp4", 3)
+    proc = VideoProcessor(num_frames=64, size=8, mean=(0, 0, 0), std=(1, 1, 1))
+    x = proc(path)
+    assert x.shape == (64, 3, 8, 8)
+    decoded = (((x[:, 0, 4, 4] * 255).round() - 4) / 8).round().long()
+    assert decoded.tolist() == sorted(decoded.tolist()) and set(decoded.tolist()) == {0, 1, 2}
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp3"])
+def test_audio_formats_give_the_same_clips(tmp_path: Path, files, suffix: str) -> None:
+    tone = 0.4 * np.sin(2 * np.pi * 660 * np.arange(3 * SR) / SR)
+    writer = files.wav if suffix == ".wav" else files.audio
+    x = AudioProcessor()(writer(tmp_path / f"t{suffix}", tone))
+    reference = AudioProcessor()(files.wav(tmp_path / "ref.wav", tone))
+    assert x.shape == (3, 1, 128, 204)
+    # Same pitch peak whatever the codec (mp3 adds an encoder delay, so compare the peak).
+    assert int(x[1, 0, :, 100].argmax()) == int(reference[1, 0, :, 100].argmax())
+
+
+def test_empty_and_trackless_audio_have_their_own_reasons(tmp_path: Path, files) -> None:
+    with pytest.raises(MediaError) as err:
+        AudioProcessor()(files.wav(tmp_path / "e.wav", np.zeros(0)))
+    assert err.value.kind == "empty_audio"
+    with pytest.raises(MediaError) as err:
+        AudioProcessor()(files.mp4(tmp_path / "mute.mp4", 4))
+    assert err.value.kind == "no_audio_track"
+
+
+def test_truncated_and_empty_media_are_media_errors(tmp_path: Path, files) -> None:
+    files.image(tmp_path / "a.png")
+    data = (tmp_path / "a.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    (tmp_path / "zero.mp4").write_bytes(b"")
+    with pytest.raises(MediaError) as err:
+        ImageProcessor()(tmp_path / "cut.png")
+    assert err.value.kind == "unreadable_image"
+    with pytest.raises(MediaError) as err:
+        VideoProcessor()(tmp_path / "zero.mp4")
+    assert err.value.kind == "empty_video"
+
+
+def test_encoder_processor_gets_the_padded_square(tmp_path: Path) -> None:
+    """With the real CLIP preprocessing the pad colour still normalises to ~0 and the image
+    content sits where the padding put it."""
+    from transformers import CLIPImageProcessor
+
+    Image.new("RGB", (60, 20), (255, 0, 0)).save(tmp_path / "wide.png")
+    hf = CLIPImageProcessor(size={"shortest_edge": 48}, crop_size={"height": 48, "width": 48})
+    x = ImageProcessor(processor=hf)(tmp_path / "wide.png")  # (3, 48, 48)
+    assert x.shape == (3, 48, 48)
+    assert x[:, 2, 24].abs().max() < 0.05  # top padding = CLIP mean colour
+    assert x[0, 24, 24] > 1.5 and x[1, 24, 24] < -1.0  # red centre, normalised
+    own = ImageProcessor(size=48)(tmp_path / "wide.png")
+    assert torch.allclose(x, own, atol=0.1)  # both pipelines agree up to resampling
+
+
+def test_known_box_round_trips_through_padding_text_and_back(tmp_path: Path) -> None:
+    """An object drawn at a known pixel box: pad -> relative box -> text -> parse -> pixels,
+    within one pixel, and the box drawn on the processed tensor covers the object."""
+    from groundinggpt.grounding.format import format_box, parse_box
+
+    w, h, box = 173, 97, (31, 12, 88, 70)
+    canvas = np.full((h, w, 3), 30, np.uint8)
+    canvas[box[1] : box[3], box[0] : box[2]] = (250, 250, 250)
+    Image.fromarray(canvas).save(tmp_path / "obj.png")
+    text = format_box(box_to_padded(box, w, h))
+    back = box_from_padded(parse_box(text), w, h)
+    assert np.allclose(back, box, atol=1.0), (text, back)
+    proc = ImageProcessor(size=64, mean=(0, 0, 0), std=(1, 1, 1))
+    x = proc(tmp_path / "obj.png")[0]  # (64, 64) red channel in [0, 1]
+    x0, y0, x1, y1 = (round(v * 64) for v in parse_box(text))
+    assert x[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].min() > 0.9  # inside: the object
+    assert x[y1 + 2, x0 + 1 : x1 - 1].max() < 0.3  # just below: background
