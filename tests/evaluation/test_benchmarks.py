@@ -240,6 +240,12 @@ def test_vggss_pixel_boxes_are_rejected(tmp_path: Path) -> None:
 def test_synthetic_records_targets_from_reference_text(tmp_path: Path) -> None:
     files = write_synthetic(tmp_path)
     samples = {s.task: s for s in load_benchmark("synthetic", files, tmp_path)}
+    # Files interleave record by record: any limit keeps every task.
+    two = json.loads(files[0].read_text()) * 2
+    two[1] = {**two[1], "id": "rec_1"}
+    (tmp_path / "rec_two.json").write_text(json.dumps(two))
+    mixed = load_benchmark("synthetic", [tmp_path / "rec_two.json", files[1]], tmp_path, limit=2)
+    assert [s.id for s in mixed] == ["rec_0", "vtg_0"]
     rec = samples["rec"]
     assert rec.question == "<image>\nWhere is the red square? Answer with a bounding box."
     # 100x50 image in a 100x100 square (25 px padding on top): [0.1, 0.25, 0.5, 0.75] -> pixels

@@ -27,6 +27,7 @@ Readers per benchmark (``name`` of `load_benchmark`):
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -58,9 +59,11 @@ BENCHMARK_TASKS = {
     "vggss": "sl",
     "synthetic": None,  # several tasks: each record says which
 }
-# GroundingGPT-style prompts; "{query}" is the expression / sentence / question. The REC one
-# is the phrasing of the GroundingGPT release; the others follow the same style and the
-# synthetic generator (data/synthetic/tasks.py), so they are documented defaults, not quotes.
+# Default prompts; "{query}" is the expression / sentence / question. REC uses the phrasing
+# reported for GroundingGPT's REC data; POPE passes the official question unchanged; the
+# VTG and SL ones follow the synthetic generator's phrasing (data/synthetic/tasks.py). None
+# of them could be checked against the released training data here (it is not reachable),
+# so treat them as documented defaults and override `prompt` to match a checkpoint's data.
 DEFAULT_PROMPTS = {
     "rec": "<image>\nOutput the coordinate of {query}.",
     "vtg": '<video>\nWhen does "{query}" happen in the video? Answer with a time span.',
@@ -172,19 +175,25 @@ def video_duration(path: str | Path) -> float:
     return VideoProcessor(num_frames=1, size=1).duration(path)
 
 
+def _clean(values: Sequence[float]) -> list[float]:
+    # Derived targets lose float noise (60.986999999999995 -> 60.987); 1e-6 px is nothing.
+    return [round(float(v), 6) for v in values]
+
+
 def _derive_target(sample: BenchmarkSample, meta: dict) -> Any:
     """Targets that need the image size / duration: from the normalised annotation in meta."""
     if "boxes_norm" in meta:  # VGGSS: fractions of the frame
         w, h = meta["width"], meta["height"]
-        meta["boxes"] = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in meta["boxes_norm"]]
+        boxes = [[b[0] * w, b[1] * h, b[2] * w, b[3] * h] for b in meta["boxes_norm"]]
+        meta["boxes"] = [_clean(b) for b in boxes]
         return list(meta["boxes"][0])
     if "box_padded" in meta:  # released format: relative to the padded square
-        box = list(box_from_padded(meta["box_padded"], meta["width"], meta["height"]))
+        box = _clean(box_from_padded(meta["box_padded"], meta["width"], meta["height"]))
         meta.setdefault("boxes", [box])
         return box
     if "span_frac" in meta:
         s, e = meta["span_frac"]
-        return [s * meta["duration"], e * meta["duration"]]
+        return _clean([s * meta["duration"], e * meta["duration"]])
     raise ValueError(f"sample {sample.id}: no target and nothing to derive it from")
 
 
@@ -321,6 +330,7 @@ def read_charades_sta(
     """Charades-STA: one sample per line, target ``[start, end]`` seconds, duration later.
 
     Lines with ``start > end`` are swapped and counted in a warning (the target is a span).
+    Ends past the video's duration are kept as annotated (IoU against the annotation).
     """
     path = _single(annotation_file, "charades_sta")
     samples, swapped = [], 0
@@ -559,15 +569,16 @@ def read_synthetic(
     """Released-format records (several files allowed); media paths relative to ``media_dir``.
 
     ``prompt`` (optional) wraps each record's question text: the record's placeholders come
-    first, then the template with ``{query}`` = the question without placeholders.
+    first, then the template with ``{query}`` = the question without placeholders. Files are
+    interleaved record by record, so that a ``limit`` keeps every task.
     """
-    samples = []
+    per_file = []
     for path in _as_paths(annotation_file):
-        records = read_json_or_jsonl(_existing(path))
-        if not isinstance(records, list):
-            raise ValueError(f"{path}: expected a JSON list (or JSONL) of records")
-        samples += [_synthetic_sample(path, n, r, media_dir, prompt) for n, r in enumerate(records)]
-    return samples
+        records = as_rows(read_json_or_jsonl(_existing(path)), path)
+        per_file.append(
+            [_synthetic_sample(path, n, r, media_dir, prompt) for n, r in enumerate(records)]
+        )
+    return [s for group in itertools.zip_longest(*per_file) for s in group if s is not None]
 
 
 # ---------------------------------------------------------------------------- load_benchmark

@@ -78,6 +78,11 @@ def union_iou(pred: Sequence[float], boxes: Sequence[Sequence[float]]) -> float:
 # ---------------------------------------------------------------------------------- scoring
 
 
+def _rounded(values: Sequence[float]) -> list[float]:
+    # For predictions.jsonl only (1e-4 px / s); scores use the exact values.
+    return [round(float(v), 4) for v in values]
+
+
 def _score_box(sample: BenchmarkSample, output: str, result: dict) -> None:
     boxes = sample.meta.get("boxes") or [sample.target]
     rel = parse_box(output)
@@ -86,7 +91,7 @@ def _score_box(sample: BenchmarkSample, output: str, result: dict) -> None:
         return
     w, h = int(sample.meta["width"]), int(sample.meta["height"])
     pred = list(box_from_padded(rel, w, h, clip=True))
-    result["prediction"] = pred
+    result["prediction"] = _rounded(pred)
     result["score"] = max(box_iou(pred, b) for b in boxes)
     if sample.task == "sl":
         result["ciou"] = union_iou(pred, boxes)
@@ -99,7 +104,7 @@ def _score_span(sample: BenchmarkSample, output: str, result: dict) -> None:
         return
     duration = float(sample.meta["duration"])
     pred = [frac[0] * duration, frac[1] * duration]
-    result["prediction"] = pred
+    result["prediction"] = _rounded(pred)
     result["score"] = span_iou(pred, sample.target)
 
 
