@@ -1,4 +1,4 @@
-"""The whole GroundingGPT-7B, built from its Hydra config on the meta device (no memory, no weights).
+"""The whole GroundingGPT-7B from its Hydra config, on the meta device (no memory, no weights).
 
 Every parameter count and shape is derived here from DESIGN.md's reference table, and the
 released checkpoint's key layout (written from LEGO.py at full size) converts onto exactly

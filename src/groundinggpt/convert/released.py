@@ -4,25 +4,25 @@ The release is a ``LEGOLlamaForCausalLM`` state dict: the Llama under ``model.*`
 (vocabulary 32009 = Vicuna's 32000 + nine modality tokens) and every multimodal part below
 ``model.``:
 
-====================================== ==================================================
-released key                           this project (`GroundingGPT` state dict)
-====================================== ==================================================
-``model.mm_vision_projector.{0,2}.*``  ``branches.image.adapter.{fc1,fc2}.*``
-``model.visual_encoder.*``             ``branches.video.encoder.visual_encoder.*``
-``model.ln_vision.*``                  ``branches.video.encoder.ln_vision.*``
-``model.query_tokens``                 ``branches.video.encoder.qformer.query_tokens``
-``model.Qformer.bert.*`` (LAVIS)       ``branches.video.encoder.qformer.model.*`` (HF)
+======================================== ====================================================
+released key                             this project (`GroundingGPT` state dict)
+======================================== ====================================================
+``model.mm_vision_projector.{0,2}.*``    ``branches.image.adapter.{fc1,fc2}.*``
+``model.visual_encoder.*``               ``branches.video.encoder.visual_encoder.*``
+``model.ln_vision.*``                    ``branches.video.encoder.ln_vision.*``
+``model.query_tokens``                   ``branches.video.encoder.qformer.query_tokens``
+``model.Qformer.bert.*`` (LAVIS)         ``branches.video.encoder.qformer.model.*`` (HF)
 ``model.video_frame_position_embedding`` ``branches.video.adapter.frame_position_embedding``
-``model.video_query_tokens``           ``branches.video.adapter.qformer.query_tokens``
-``model.video_Qformer.bert.*``         ``branches.video.adapter.qformer.model.*``
-``model.llama_proj.*``                 ``branches.video.adapter.proj.*``
-``model.audio_encoder.*`` (ImageBind)  ``branches.audio.encoder.*`` (audio branch only)
-``model.audio_position_embedding.*``   ``branches.audio.adapter.clip_position_embedding.*``
-``model.audio_query_tokens``           ``branches.audio.adapter.qformer.query_tokens``
-``model.audio_Qformer.bert.*``         ``branches.audio.adapter.qformer.model.*``
-``model.audio_llama_proj.*``           ``branches.audio.adapter.proj.*``
-``model.{embed_tokens,layers,norm}.*`` ``llm.model.*``; ``lm_head.*`` -> ``llm.lm_head.*``
-====================================== ==================================================
+``model.video_query_tokens``             ``branches.video.adapter.qformer.query_tokens``
+``model.video_Qformer.bert.*``           ``branches.video.adapter.qformer.model.*``
+``model.llama_proj.*``                   ``branches.video.adapter.proj.*``
+``model.audio_encoder.*`` (ImageBind)    ``branches.audio.encoder.*`` (audio branch only)
+``model.audio_position_embedding.*``     ``branches.audio.adapter.clip_position_embedding.*``
+``model.audio_query_tokens``             ``branches.audio.adapter.qformer.query_tokens``
+``model.audio_Qformer.bert.*``           ``branches.audio.adapter.qformer.model.*``
+``model.audio_llama_proj.*``             ``branches.audio.adapter.proj.*``
+``model.{embed_tokens,layers,norm}.*``   ``llm.model.*``; ``lm_head.*`` -> ``llm.lm_head.*``
+======================================== ====================================================
 
 The CLIP vision tower is *not* in the release (LEGO keeps it in a Python list, so it is never
 registered nor saved): it comes from ``openai/clip-vit-large-patch14-336`` (`clip_vision_rules`).
@@ -141,7 +141,7 @@ def _ids_from_tokenizer_files(folder: Path) -> dict[str, int]:
 
 
 def default_target_token_ids(vocab_size: int) -> dict[str, int]:
-    """Ids this project gives the tokens: appended to the base vocabulary in SPECIAL_TOKENS order."""
+    """Ids this project gives the tokens: appended to the base vocabulary, SPECIAL_TOKENS order."""
     base = vocab_size - len(SPECIAL_TOKENS)
     return {tok: base + i for i, tok in enumerate(SPECIAL_TOKENS)}
 

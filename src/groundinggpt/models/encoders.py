@@ -8,9 +8,9 @@
 Sizes come from constructor keyword arguments only (defaults = GroundingGPT-7B's encoders), so
 the same classes build the tiny test models and the real ones. Weights start random unless a
 ``pretrained=`` checkpoint is given (CLIP: HF folder or hub id; BLIP-2: LAVIS ``.pth`` or HF
-folder/hub id; ImageBind: ``imagebind_huge.pth``); loading fails on any missing key. Callers freeze the
-encoders and run them under ``torch.no_grad()``; they also keep them in ``eval()`` mode, since
-the BLIP-2 Q-Former and ImageBind keep their dropout / drop-path layers.
+folder/hub id; ImageBind: ``imagebind_huge.pth``); loading fails on any missing key. Callers
+freeze the encoders and run them under ``torch.no_grad()``; they also keep them in ``eval()``
+mode, since the BLIP-2 Q-Former and ImageBind keep their dropout / drop-path layers.
 
 Every encoder has ``out_dim`` (feature width) and ``num_tokens`` (features per image, per
 frame or per clip).
