@@ -46,7 +46,7 @@ class TooManySkippedError(RuntimeError):
     """The share of skipped training samples passed ``DataMonitor.max_skip_share``."""
 
 
-_COUNTERS = ("dataset", "modality", "skipped", "skipped_dataset")
+_COUNTERS = ("dataset", "modality", "skipped", "skipped_dataset", "flags")
 
 
 def _gather(counters: dict[str, Counter]) -> dict[str, Counter]:
@@ -93,7 +93,6 @@ class DataMonitor(L.Callback):
         self.check_every_n_steps = max(1, check_every_n_steps)
         self.examples_per_reason = examples_per_reason
         self.counts: dict[str, Counter] = {k: Counter() for k in _COUNTERS}
-        self.truncated = 0
         self.examples: dict[str, list[str]] = {}
         self.totals: dict[str, Counter] | None = None  # summed over ranks at the end
 
@@ -102,7 +101,7 @@ class DataMonitor(L.Callback):
         self.counts["dataset"].update(batch.get("dataset", []))
         for paths in batch.get("media_paths", []):
             self.counts["modality"].update(paths.keys() or ["text"])
-        self.truncated += sum(batch.get("truncated", []))
+        self.counts["flags"]["truncated"] += sum(batch.get("truncated", []))
         self.counts["skipped"].update(batch.get("skipped", []))
         for info in batch.get("skipped_info", []):
             self.counts["skipped_dataset"][info.get("dataset", "?")] += 1
@@ -175,7 +174,7 @@ class DataMonitor(L.Callback):
         out["data/consumed/total"] = float(consumed)
         out["data/skipped/total"] = float(skipped)
         out["data/skip_share"] = skipped / (consumed + skipped) if consumed + skipped else 0.0
-        out["data/truncated"] = float(self.truncated)
+        out["data/truncated"] = float(counts["flags"]["truncated"])
         return out
 
     def state_dict(self) -> dict[str, Any]:
