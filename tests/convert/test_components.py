@@ -285,3 +285,8 @@ def test_clip_model_weights_convert_to_vision_encoder() -> None:
     with torch.no_grad():
         hidden = clip.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
         torch.testing.assert_close(enc(pixels), hidden[-2][:, 1:])
+
+
+def test_vit_weights_alone_are_refused() -> None:
+    with pytest.raises(ValueError, match="vit_pretrained needs pretrained"):
+        BlipVideoEncoder(**VIDEO, vit_pretrained="eva_vit_g.pth")

@@ -79,3 +79,41 @@ def test_missing_and_empty(tmp_path: Path) -> None:
         read_checkpoint(tmp_path / "nope.bin")
     with pytest.raises(FileNotFoundError, match="holds no"):
         read_checkpoint(tmp_path)
+
+
+def test_hub_ids_fetch_only_the_shards_that_are_read(tmp_path: Path, monkeypatch) -> None:
+    import fnmatch
+    import shutil
+
+    import huggingface_hub
+
+    from groundinggpt.convert.io import resolve
+
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    save_file({"qformer.w": torch.ones(1)}, str(hub / "model-00001-of-00002.safetensors"))
+    save_file({"language_model.w": torch.ones(1)}, str(hub / "model-00002-of-00002.safetensors"))
+    weight_map = {
+        "qformer.w": "model-00001-of-00002.safetensors",
+        "language_model.w": "model-00002-of-00002.safetensors",
+    }
+    (hub / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    local = tmp_path / "snapshot"
+    local.mkdir()
+    fetched: list[str] = []
+
+    def fake_snapshot_download(repo_id: str, allow_patterns: list[str]) -> str:
+        assert repo_id == "Org/blip2"
+        for f in hub.iterdir():
+            if any(fnmatch.fnmatch(f.name, p) for p in allow_patterns):
+                shutil.copy(f, local / f.name)
+                fetched.append(f.name)
+        return str(local)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", fake_snapshot_download)
+    keep = lambda k: k.startswith("qformer.")  # noqa: E731
+    folder = resolve("Org/blip2", keep)
+    assert "model-00002-of-00002.safetensors" not in fetched
+    _same(read_checkpoint(folder, keep), {"qformer.w": torch.ones(1)})
+    with pytest.raises(FileNotFoundError):
+        resolve("./not/here")

@@ -160,3 +160,12 @@ def test_released_layout_converts_onto_exactly_this_model(model) -> None:
         if v.shape != ours[k].shape
     }
     assert not wrong
+
+
+def test_pretrained_variant_points_every_encoder_at_its_weights(tmp_path: Path) -> None:
+    cfg = compose_config(["model=groundinggpt_7b_pretrained"], tmp_path, tmp_path / "o")
+    enc = cfg.model.encoders
+    assert enc.image.pretrained == "openai/clip-vit-large-patch14-336"
+    assert enc.video.pretrained == f"{tmp_path}/ckpt/blip2_pretrained_flant5xxl.pth"
+    assert enc.audio.pretrained == f"{tmp_path}/ckpt/imagebind/imagebind_huge.pth"
+    assert cfg.model.media_tokens == {"image": 576, "video": 64, "audio": 8}

@@ -105,12 +105,18 @@ def _read_file(path: Path, keep: Callable[[str], bool] | None = None) -> dict[st
     return state if keep is None else {k: v for k, v in state.items() if keep(k)}
 
 
-def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> Path:
+def resolve(path_or_id: str | Path, keep: Callable[[str], bool] | None = None) -> Path:
     """A local file/folder as is; anything else is taken as a Hugging Face hub repo id.
+
+    From the hub, the index is fetched first and then only the shards holding keys that
+    ``keep`` accepts (an HF BLIP-2 repo is mostly its language model, which is never needed).
 
     Args:
         path_or_id: local path, or hub id such as ``Salesforce/blip2-opt-2.7b``.
-        allow_patterns: files to fetch from the hub (default: weights, index and configs).
+        keep: the keys that will be read (default: all).
+
+    Example:
+        >>> folder = resolve("Salesforce/blip2-opt-2.7b", keep=lambda k: k.startswith("qformer."))
     """
     path = Path(path_or_id)
     if path.exists():
@@ -119,8 +125,12 @@ def resolve(path_or_id: str | Path, allow_patterns: list[str] | None = None) -> 
         raise FileNotFoundError(f"checkpoint not found: {path_or_id}")
     from huggingface_hub import snapshot_download
 
-    patterns = allow_patterns or ["*.safetensors", "*.json", "*.bin"]
-    return Path(snapshot_download(str(path_or_id), allow_patterns=patterns))
+    folder = Path(snapshot_download(str(path_or_id), allow_patterns=["*.json"]))
+    if any((folder / name).is_file() for name in INDEX_FILES):
+        shards = [f.name for f in shard_files(folder, keep)]
+    else:
+        shards = ["*.safetensors", "*.bin"]
+    return Path(snapshot_download(str(path_or_id), allow_patterns=["*.json", *shards]))
 
 
 def _unwrap(obj: object, path: Path) -> dict[str, torch.Tensor]:

@@ -121,6 +121,17 @@ def _check_same_architecture(
         raise ValueError(f"{path}: CLIP checkpoint does not match the encoder config ({detail})")
 
 
+# Keys of a BLIP-2 checkpoint (LAVIS or HF layout) that the video encoder reads.
+BLIP2_VIDEO_PREFIXES = (
+    "visual_encoder.",
+    "ln_vision.",
+    "Qformer.",
+    "query_tokens",
+    "vision_model.",
+    "qformer.",
+)
+
+
 class BlipVideoEncoder(nn.Module):
     """Per-frame BLIP-2 visual features: EVA ViT -> ``ln_vision`` -> Q-Former queries.
 
@@ -214,10 +225,10 @@ class BlipVideoEncoder(nn.Module):
         )
         from groundinggpt.convert.io import read_checkpoint, resolve
 
-        wanted = ("visual_encoder.", "ln_vision.", "Qformer.", "query_tokens", "vision_model.")
-        state = read_checkpoint(
-            resolve(pretrained), keep=lambda k: k.startswith((*wanted, "qformer."))
-        )
+        def keep(key: str) -> bool:  # BLIP-2 files also hold heads and a language model
+            return key.startswith(BLIP2_VIDEO_PREFIXES)
+
+        state = read_checkpoint(resolve(pretrained, keep), keep=keep)
         vit = None if vit_pretrained is None else read_checkpoint(resolve(vit_pretrained))
         depth = len(self.visual_encoder.blocks)
         load_conversion(self, blip2_video_encoder_conversion(state, depth, vit), pretrained)
