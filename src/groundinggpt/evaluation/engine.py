@@ -1,0 +1,267 @@
+"""The benchmark evaluation loop: batched KV-cached generation inside Lightning ``test``.
+
+:class:`BenchmarkEvaluator` generates answers batch by batch, scores them with the benchmark
+scorer, accumulates torchmetrics states (sums, so a DDP sync is exact) and gathers the
+per-sample predictions of every rank into one ``predictions.jsonl``. :func:`evaluate` is the
+body of ``eval.py``.
+
+``metrics.json`` keys: ``{prefix}/{task}/{metric}`` (``test/rec/acc@0.5``, as ``val/rec/...``
+in training), ``{prefix}/{task}/count`` and ``{prefix}/{task}/skipped``, plus unprefixed
+``skipped/total``, ``skipped/<error>``, ``samples/total``, ``time/wall_s`` and
+``time/samples_per_s``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.distributed as dist
+from omegaconf import DictConfig, OmegaConf
+
+from groundinggpt.evaluation.datamodule import Skipped
+from groundinggpt.evaluation.loading import build_model
+from groundinggpt.evaluation.scoring import BenchmarkMetrics, score
+from groundinggpt.models.grounding_model import GroundingGPT
+from groundinggpt.training.module import generate_answers
+
+log = logging.getLogger(__name__)
+
+TASKS = ("rec", "sl", "vtg", "pope")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def prediction_row(
+    index: int, sample, output: str | None, result: Mapping[str, Any], skipped: str | None
+) -> dict[str, Any]:
+    """One line of ``predictions.jsonl``: what was asked, answered, parsed and scored."""
+    return {
+        "id": sample.id,
+        "index": index,
+        "task": sample.task,
+        "prompt": sample.question,
+        "output": output,
+        "prediction": _jsonable(result["prediction"]),
+        "target": _jsonable(result["target"]),
+        "score": float(result["score"]),
+        "skipped": skipped,
+        "media": dict(sample.media),
+    }
+
+
+def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every rank's rows on every rank (a no-op without a process group)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return list(rows)
+    parts: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, rows)
+    return [row for part in parts for row in part or []]
+
+
+def merge_rows(rows: Sequence[dict[str, Any]], expected: int | None = None) -> list[dict]:
+    """Rows in benchmark order, each sample once; a duplicate or missing sample is a bug.
+
+    Raises:
+        RuntimeError: when a sample id appears twice or the count differs from ``expected``.
+    """
+    ids = Counter(r["id"] for r in rows)
+    dup = [i for i, n in ids.items() if n > 1]
+    if dup:
+        raise RuntimeError(f"{len(dup)} samples were evaluated more than once, e.g. {dup[:3]}")
+    if expected is not None and len(rows) != expected:
+        raise RuntimeError(f"evaluated {len(rows)} samples, the benchmark has {expected}")
+    return sorted(rows, key=lambda r: r["index"])
+
+
+def register_output_capture(model: torch.nn.Module) -> None:
+    """Let the Hugging Face sub-models of ``model`` return hidden states in this process.
+
+    transformers 5 records ``output_hidden_states`` through a per-class registry that is
+    filled when a model is *constructed*; a model unpickled in a spawned process (Lightning
+    ``ddp_spawn``) was never constructed there, so CLIP would return no hidden states. A
+    throwaway instance of each class on the meta device (no memory, no weights) fills it.
+    """
+    from transformers import PreTrainedModel
+
+    classes = {type(m): m.config for m in model.modules() if isinstance(m, PreTrainedModel)}
+    for cls, config in classes.items():
+        with torch.device("meta"):
+            cls(config)
+
+
+class BenchmarkEvaluator(L.LightningModule):
+    """Evaluate a :class:`GroundingGPT` on one benchmark with ``Trainer.test``.
+
+    Writes ``metrics.json`` and ``predictions.jsonl`` into ``output_dir`` (rank 0) at the end
+    of the test epoch; the metrics are also logged (``trainer.callback_metrics``).
+
+    Args:
+        model: the grounding model, weights loaded.
+        tokenizer: its tokenizer.
+        generation: kwargs of ``generate`` (``max_new_tokens``; greedy unless ``do_sample``).
+        prefix: split prefix of the metric keys (``test``; ``val`` to read next to training).
+        output_dir: where to write the files; None writes nothing.
+        tasks: tasks to keep a metric for (samples of other tasks raise).
+
+    Example:
+        >>> evaluator = BenchmarkEvaluator(model, tok, {"max_new_tokens": 32}, output_dir="run")
+        >>> L.Trainer(use_distributed_sampler=False).test(evaluator, datamodule=dm)
+    """
+
+    def __init__(
+        self,
+        model: GroundingGPT,
+        tokenizer,
+        generation: Mapping[str, Any] | None = None,
+        prefix: str = "test",
+        output_dir: str | None = None,
+        tasks: Sequence[str] = TASKS,
+    ) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.tokenizer = tokenizer
+        self.generation = dict(generation or {"max_new_tokens": 32})
+        self.prefix = prefix
+        self.output_dir = Path(output_dir) if output_dir else None
+        self.metrics = torch.nn.ModuleDict({t: BenchmarkMetrics(t) for t in tasks})
+        self.rows: list[dict[str, Any]] = []
+        self.results: dict[str, float] = {}
+        self._start = 0.0
+
+    def setup(self, stage: str) -> None:
+        register_output_capture(self.model)  # runs in every (possibly spawned) process
+        for metric in self.metrics.values():
+            # Spawned processes receive the states in shared memory: fresh tensors per process.
+            metric.reset()
+
+    def run_batch(self, batch: Mapping[str, Any]) -> list[tuple[dict, dict]]:
+        """Generate and score a batch; returns ``(score result, prediction row)`` per sample.
+
+        Skipped samples are scored as misses (``score(sample, None)``).
+        """
+        out = []
+        if batch["size"]:
+            answers = generate_answers(self.model, self.tokenizer, batch, self.generation)
+            for index, sample, text in zip(batch["index"], batch["samples"], answers, strict=True):
+                result = score(sample, text)
+                out.append((result, prediction_row(index, sample, text, result, None)))
+        for skip in batch.get("skipped_samples", []):
+            skip: Skipped
+            result = score(skip.sample, None)
+            row = prediction_row(skip.index, skip.sample, None, result, skip.reason)
+            row["skipped_kind"] = skip.kind
+            out.append((result, row))
+        return out
+
+    def on_test_epoch_start(self) -> None:
+        self.rows = []
+        self._start = time.perf_counter()
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        by_task: dict[str, list[dict]] = {}
+        for (result, row), task in ((r, r[1]["task"]) for r in self.run_batch(batch)):
+            if task not in self.metrics:
+                raise ValueError(
+                    f"sample {row['id']} has task {task!r}, not in {list(self.metrics)}"
+                )
+            by_task.setdefault(task, []).append(result)
+            self.rows.append(row)
+        for task, results in by_task.items():
+            self.metrics[task].update(results)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> list[dict[str, Any]]:
+        return [row for _, row in self.run_batch(batch)]
+
+    def _metric_values(self) -> dict[str, float]:
+        values: dict[str, float] = {}
+        for task, metric in self.metrics.items():  # same order on every rank: syncs line up
+            computed = {k: float(v) for k, v in metric.compute().items()}
+            if computed.get(f"{task}/count", 0) > 0:
+                values.update({f"{self.prefix}/{k}": v for k, v in computed.items()})
+            metric.reset()
+        return values
+
+    def on_test_epoch_end(self) -> None:
+        values = self._metric_values()
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
+        rows = merge_rows(gather_rows(self.rows), len(dataset) if dataset is not None else None)
+        wall = time.perf_counter() - self._start
+        kinds = Counter(r["skipped_kind"] for r in rows if r["skipped"] is not None)
+        values |= {f"skipped/{k}": float(n) for k, n in kinds.items()}
+        values["skipped/total"] = float(sum(kinds.values()))
+        values["samples/total"] = float(len(rows))
+        values["time/wall_s"] = round(wall, 2)
+        values["time/samples_per_s"] = round(len(rows) / max(wall, 1e-9), 3)
+        self.results = values
+        self.log_dict(values, sync_dist=False, rank_zero_only=True)
+        if self.trainer.is_global_zero and self.output_dir is not None:
+            write_outputs(self.output_dir, values, rows)
+
+
+def write_outputs(output_dir: str | Path, metrics: Mapping[str, float], rows: Sequence[dict]):
+    """Write ``metrics.json`` (flat, sorted keys) and ``predictions.jsonl`` (one row per line)."""
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
+    with open(output_dir / "predictions.jsonl", "w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    log.info("wrote %s and %s", output_dir / "metrics.json", output_dir / "predictions.jsonl")
+
+
+def format_table(metrics: Mapping[str, float]) -> str:
+    """A short two-column table of the metrics, grouped by task."""
+    width = max(len(k) for k in metrics) if metrics else 0
+    lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  -----"]
+    for key in sorted(metrics):
+        value = metrics[key]
+        shown = f"{value:.4f}" if isinstance(value, float) and not value.is_integer() else value
+        lines.append(f"{key.ljust(width)}  {shown}")
+    return "\n".join(lines)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Body of ``eval.py``: build, ``Trainer.test``, print the table; returns the metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+    model, tokenizer = build_model(cfg)
+    output_dir = str(cfg.paths.output_dir)
+    datamodule = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer, _convert_="all")
+    evaluator = hydra.utils.instantiate(
+        cfg.evaluator, model=model, tokenizer=tokenizer, output_dir=output_dir
+    )
+    # Our batch sampler shards without padding; Lightning's would repeat samples.
+    trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        logger=False,
+        callbacks=[],
+        enable_checkpointing=False,
+        use_distributed_sampler=False,
+    )
+    trainer.test(evaluator, datamodule=datamodule)
+    if not trainer.is_global_zero:
+        return evaluator.results
+    # Read back what rank 0 wrote: with spawned workers this process holds no results.
+    metrics = json.loads((Path(output_dir) / "metrics.json").read_text())
+    print(f"\n{cfg.benchmark.name}: {int(metrics['samples/total'])} samples -> {output_dir}")
+    print(format_table(metrics))
+    return metrics
