@@ -227,10 +227,17 @@ def test_vggss_reader_targets_in_original_pixels(tmp_path: Path) -> None:
         load_benchmark("vggss", ann, frames)
 
 
-def test_vggss_pixel_boxes_are_rejected(tmp_path: Path) -> None:
+def test_vggss_pixel_boxes_rejected_boxless_entries_counted(tmp_path: Path, caplog) -> None:
     ann = tmp_path / "vggss.json"
     ann.write_text(json.dumps([{"file": "x", "class": "c", "bbox": [[10, 20, 100, 200]]}]))
     with pytest.raises(ValueError, match="fractions of the frame"):
+        load_benchmark("vggss", ann, tmp_path, audio_dir=tmp_path)
+    ann.write_text(json.dumps([{"file": "x", "bbox": [[0, 0, 1, 1]]}, {"file": "y", "bbox": []}]))
+    with caplog.at_level(logging.WARNING):
+        samples = load_benchmark("vggss", ann, tmp_path, audio_dir=tmp_path)
+    assert [s.id for s in samples] == ["x"] and "1 entries have no box" in caplog.text
+    ann.write_text(json.dumps([{"file": "x", "bbox": [0, 0, 1, 1]}]))
+    with pytest.raises(ValueError, match="needs 'bbox'"):
         load_benchmark("vggss", ann, tmp_path, audio_dir=tmp_path)
 
 

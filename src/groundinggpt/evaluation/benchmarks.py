@@ -437,11 +437,11 @@ def read_pope(
 
 def _vggss_boxes(path: Path, entry: dict) -> list[list[float]]:
     boxes = entry.get("bbox")
-    ok = isinstance(boxes, list) and boxes and all(isinstance(b, list) for b in boxes)
+    ok = isinstance(boxes, list) and all(isinstance(b, list) for b in boxes)
     if not ok or not all(len(b) == 4 for b in boxes):
         raise ValueError(f"{path}: {entry.get('file')!r} needs 'bbox': [[x0, y0, x1, y1], ...]")
     values = [float(v) for b in boxes for v in b]
-    if not all(math.isfinite(v) for v in values) or max(values) > 2.0:
+    if not all(math.isfinite(v) for v in values) or max(values, default=0.0) > 2.0:
         raise ValueError(
             f"{path}: {entry.get('file')!r} boxes must be finite fractions of the frame in "
             f"[0, 1], got {boxes} (pixel boxes are not the VGGSS format)"
@@ -460,18 +460,27 @@ def read_vggss(
     audio_dir: Path | None = None,
     **_: Any,
 ) -> list[BenchmarkSample]:
-    """VGGSS: one sample per clip; the pixel target is made by `complete_meta` (needs W, H)."""
+    """VGGSS: one sample per clip; the pixel target is made by `complete_meta` (needs W, H).
+
+    Entries with an empty ``bbox`` list have nothing to score against (public VGGSS loaders
+    flag them as having no ground-truth map): they are left out with a warning that counts
+    them. Malformed boxes raise.
+    """
     if audio_dir is None:
         raise ValueError("vggss needs audio_dir (where {file}.wav live)")
     path = _single(annotation_file, "vggss")
     entries = read_json_or_jsonl(path)
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of {{file, class, bbox}}")
-    samples = []
+    samples, no_box = [], 0
     for entry in entries:
         if not isinstance(entry, dict) or "file" not in entry:
             raise ValueError(f"{path}: every entry needs a 'file' id, got {entry!r}")
         file_id, cls = str(entry["file"]), str(entry.get("class", ""))
+        boxes = _vggss_boxes(path, entry)
+        if not boxes:
+            no_box += 1
+            continue
         samples.append(
             BenchmarkSample(
                 id=file_id,
@@ -482,10 +491,11 @@ def read_vggss(
                 },
                 question=fill_prompt(prompt, cls, "sl"),
                 target=None,
-                meta={"width": None, "height": None, "class": cls,
-                      "boxes_norm": _vggss_boxes(path, entry)},
+                meta={"width": None, "height": None, "class": cls, "boxes_norm": boxes},
             )
-        )  # fmt: skip
+        )
+    if no_box:
+        log.warning("%s: %d entries have no box and are not scored", path, no_box)
     return samples
 
 
