@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import json
 import logging
@@ -10,6 +11,8 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
+from tests.conftest import CONFIG_DIR, compose_config
 from tests.evaluation.fixtures import (
     CHARADES_VIDEOS,
     REFER_IMAGES,
@@ -25,9 +28,11 @@ from tests.evaluation.fixtures import (
 
 from groundinggpt.data.media import MediaError
 from groundinggpt.evaluation.benchmarks import (
+    BENCHMARK_TASKS,
     DEFAULT_PROMPTS,
     BenchmarkSample,
     complete_meta,
+    fill_prompt,
     load_benchmark,
 )
 from groundinggpt.evaluation.refer import PlainUnpickler, load_plain_pickle
@@ -330,3 +335,39 @@ def test_to_record_needs_complete_meta(tmp_path: Path) -> None:
     s.meta["duration"] = 4.0
     record = s.to_record()
     assert record["video"] == "/v.mp4" and record["conversations"][1]["value"] == "{0.25, 0.50}"
+
+
+# --- configs/benchmark ------------------------------------------------------------------------
+
+BENCHMARK_CONFIGS = sorted(p.stem for p in (Path(CONFIG_DIR) / "benchmark").glob("*.yaml"))
+
+
+def test_every_benchmark_has_a_config() -> None:
+    assert sorted(BENCHMARK_TASKS) == BENCHMARK_CONFIGS
+
+
+@pytest.mark.parametrize("name", BENCHMARK_CONFIGS)
+def test_benchmark_config_keys_paths_and_prompt(name: str, tmp_path: Path) -> None:
+    cfg = compose_config([f"benchmark={name}"], tmp_path, tmp_path / "out", config_name="eval")
+    bench = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    required = {"name", "annotation_file", "media_dir", "split", "prompt", "limit",
+                "max_new_tokens"}  # fmt: skip
+    assert required <= set(bench) and bench["name"] == name and bench["limit"] is None
+    accepted = set(inspect.signature(load_benchmark).parameters) | {"max_new_tokens"}
+    assert set(bench) <= accepted, set(bench) - accepted  # every key reaches the reader
+    files = bench["annotation_file"]
+    for path in [files] if isinstance(files, str) else files:
+        assert path.startswith(str(tmp_path / "data")), path
+    task = BENCHMARK_TASKS[name]
+    if task is not None:
+        fill_prompt(bench["prompt"], "q", task)  # carries the task's placeholders
+    assert ("audio_dir" in bench) == (task == "sl")
+
+
+def test_synthetic_config_reads_the_embedded_test_split(tmp_path: Path) -> None:
+    cfg = compose_config(["benchmark=synthetic"], tmp_path, tmp_path / "out", config_name="eval")
+    write_synthetic(tmp_path / "data" / "synthetic")
+    bench = OmegaConf.to_container(cfg.benchmark, resolve=True)
+    accepted = inspect.signature(load_benchmark).parameters
+    samples = load_benchmark(**{k: v for k, v in bench.items() if k in accepted})
+    assert sorted(s.task for s in samples) == ["pope", "rec", "sl", "vtg"]
