@@ -16,6 +16,7 @@ from tests.conftest import CONFIG_DIR, compose_config
 from tests.evaluation.fixtures import (
     CHARADES_VIDEOS,
     REFER_IMAGES,
+    REFER_REFS,
     VGGSS_SIZES,
     write_charades,
     write_image,
@@ -98,6 +99,9 @@ def test_plain_pickle_reads_python2_strings(tmp_path: Path) -> None:
     raw = b"\x80\x02]q\x00U\x05caf\xc3\xa9q\x01a."
     (tmp_path / "p.p").write_bytes(raw)
     assert load_plain_pickle(tmp_path / "p.p") == ["café"]
+    # Protocol 0, Python 2's default for pickle.dump: text opcodes, still no lookups.
+    (tmp_path / "p0.p").write_bytes(pickle.dumps(REFER_REFS, protocol=0))
+    assert load_plain_pickle(tmp_path / "p0.p") == REFER_REFS
 
 
 # --- REC JSON exports -------------------------------------------------------------------------

@@ -267,14 +267,26 @@ def _export_id(record: dict, line: int, sent_id: str | None) -> str:
     return base if sent_id is None else f"{base}_{sent_id}"
 
 
+def _export_size(record: dict, where: str) -> tuple[int | None, int | None]:
+    for a, b in SIZE_KEYS:
+        if record.get(a) is not None and record.get(b) is not None:
+            try:
+                w, h = round(float(record[a])), round(float(record[b]))
+            except (TypeError, ValueError) as err:
+                raise ValueError(f"{where}: {a}/{b} must be numbers") from err
+            if w <= 0 or h <= 0:
+                raise ValueError(f"{where}: image size must be positive, got {w}x{h}")
+            return w, h
+    return None, None
+
+
 def _export_samples(record: dict, line: int, path: Path, media_dir: Path, prompt: str,
                     box_format: str) -> list[BenchmarkSample]:  # fmt: skip
     where = f"{path}[{line}]"
     image = _first(record, IMAGE_KEYS)
     if image is None:
         raise ValueError(f"{where}: no image field (one of {IMAGE_KEYS})")
-    w, h = next(((record[a], record[b]) for a, b in SIZE_KEYS if a in record and b in record),
-                (None, None))  # fmt: skip
+    w, h = _export_size(record, where)
     box = _export_box(record, box_format, where)
     _check_fits(box, w, h, where)
     return [
