@@ -28,7 +28,6 @@ Readers per benchmark (``name`` of `load_benchmark`):
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
@@ -39,6 +38,16 @@ from pathlib import Path
 from typing import Any
 
 from groundinggpt.data.media import MediaError, box_from_padded, box_to_padded
+from groundinggpt.evaluation.annotations import (
+    PLACEHOLDERS,
+    as_paths,
+    as_rows,
+    existing_file,
+    fill_prompt,
+    query_text,
+    read_json_or_jsonl,
+    single_file,
+)
 from groundinggpt.grounding.format import (
     format_box,
     format_span,
@@ -70,8 +79,6 @@ DEFAULT_PROMPTS = {
     "pope": "<image>\n{query}",
     "sl": "<image>\n<sound>\nWhich object is making this sound? Answer with a bounding box.",
 }
-PLACEHOLDERS = {"rec": ("<image>",), "vtg": ("<video>",), "pope": ("<image>",)}
-PLACEHOLDERS["sl"] = ("<image>", "<sound>")
 MEDIA_ORDER = ("image", "video", "sound")
 
 
@@ -235,74 +242,6 @@ def is_complete(sample: BenchmarkSample) -> bool:
     return True
 
 
-# ---------------------------------------------------------------------------------- helpers
-
-
-def fill_prompt(template: str, query: str, task: str) -> str:
-    """``template`` with ``{query}`` replaced (plain replace: other braces stay literal)."""
-    missing = [p for p in PLACEHOLDERS[task] if p not in template]
-    if missing:
-        raise ValueError(f"prompt {template!r} for task {task!r} lacks the placeholders {missing}")
-    return template.replace("{query}", query)
-
-
-def _query(text: str) -> str:
-    """An expression / sentence as it goes into a prompt: stripped, no final full stop."""
-    return text.strip().rstrip(".").strip()
-
-
-def read_json_or_jsonl(path: Path) -> Any:
-    """A JSON document, or the list of objects of a JSONL file (errors name the line).
-
-    A one-line JSONL file is also a JSON document (one object): callers that expect rows
-    wrap a lone object into a list (`as_rows`).
-    """
-    text = path.read_text(encoding="utf-8")
-    if path.suffix != ".jsonl":
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            pass
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: neither JSON nor JSONL ({err})") from err
-    return rows
-
-
-def as_rows(data: Any, path: Path) -> list[dict]:
-    """``data`` as a list of JSON objects (a lone object is one row)."""
-    rows = [data] if isinstance(data, dict) else data
-    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
-        raise ValueError(f"{path}: expected JSON objects, one per item")
-    return rows
-
-
-def _as_paths(annotation_file: Any) -> list[Path]:
-    if isinstance(annotation_file, (str, os.PathLike)):
-        return [Path(annotation_file)]
-    paths = [Path(p) for p in annotation_file]
-    if not paths:
-        raise ValueError("annotation_file is an empty list")
-    return paths
-
-
-def _existing(path: Path, what: str = "annotation file") -> Path:
-    if not path.exists():
-        raise FileNotFoundError(f"{what} not found: {path}")
-    return path
-
-
-def _single(annotation_file: Any, name: str) -> Path:
-    paths = _as_paths(annotation_file)
-    if len(paths) != 1:
-        raise ValueError(f"benchmark {name!r} reads one annotation file, got {len(paths)}")
-    return _existing(paths[0])
-
-
 # ----------------------------------------------------------------------------- charades_sta
 
 _CHARADES_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)\s*##(.*)$")
@@ -324,7 +263,7 @@ def _charades_line(path: Path, n: int, line: str) -> tuple[str, float, float, st
     return video, s, e, sentence.strip()
 
 
-def read_charades_sta(
+def _read_charades_sta(
     annotation_file: Any, media_dir: Path, prompt: str, **_: Any
 ) -> list[BenchmarkSample]:
     """Charades-STA: one sample per line, target ``[start, end]`` seconds, duration later.
@@ -332,7 +271,7 @@ def read_charades_sta(
     Lines with ``start > end`` are swapped and counted in a warning (the target is a span).
     Ends past the video's duration are kept as annotated (IoU against the annotation).
     """
-    path = _single(annotation_file, "charades_sta")
+    path = single_file(annotation_file, "charades_sta")
     samples, swapped = [], 0
     for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
@@ -345,7 +284,7 @@ def read_charades_sta(
                 id=f"{video}_{n}",
                 task="vtg",
                 media={"video": str(media_dir / f"{video}.mp4")},
-                question=fill_prompt(prompt, _query(sentence), "vtg"),
+                question=fill_prompt(prompt, query_text(sentence), "vtg"),
                 target=[s, e],
                 meta={"duration": None, "video_id": video, "sentence": sentence, "line": n},
             )
@@ -369,8 +308,8 @@ def _pope_category(path: Path) -> str | None:
 
 def _pope_files(annotation_file: Any, split: str | None) -> list[Path]:
     paths = []
-    for p in _as_paths(annotation_file):
-        _existing(p)
+    for p in as_paths(annotation_file):
+        existing_file(p)
         paths += sorted(p.glob("*pope*.json*")) if p.is_dir() else [p]
     if split is not None:
         # A folder or several files: keep the split's file; one file: filter its records.
@@ -400,7 +339,7 @@ def _pope_rows(path: Path) -> list[dict]:
     return rows
 
 
-def read_pope(
+def _read_pope(
     annotation_file: Any, media_dir: Path, prompt: str, split: str | None = None, **_: Any
 ) -> list[BenchmarkSample]:
     """POPE: one sample per question; ``split`` (random/popular/adversarial) picks a category.
@@ -453,7 +392,7 @@ def _vggss_boxes(path: Path, entry: dict) -> list[list[float]]:
     return out
 
 
-def read_vggss(
+def _read_vggss(
     annotation_file: Any,
     media_dir: Path,
     prompt: str,
@@ -468,7 +407,7 @@ def read_vggss(
     """
     if audio_dir is None:
         raise ValueError("vggss needs audio_dir (where {file}.wav live)")
-    path = _single(annotation_file, "vggss")
+    path = single_file(annotation_file, "vggss")
     entries = read_json_or_jsonl(path)
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of {{file, class, bbox}}")
@@ -573,7 +512,7 @@ def _synthetic_sample(path: Path, n: int, record: dict, media_dir: Path, prompt:
     return sample
 
 
-def read_synthetic(
+def _read_synthetic(
     annotation_file: Any, media_dir: Path, prompt: str | None = None, **_: Any
 ) -> list[BenchmarkSample]:
     """Released-format records (several files allowed); media paths relative to ``media_dir``.
@@ -583,8 +522,8 @@ def read_synthetic(
     interleaved record by record, so that a ``limit`` keeps every task.
     """
     per_file = []
-    for path in _as_paths(annotation_file):
-        records = as_rows(read_json_or_jsonl(_existing(path)), path)
+    for path in as_paths(annotation_file):
+        records = as_rows(read_json_or_jsonl(existing_file(path)), path)
         per_file.append(
             [_synthetic_sample(path, n, r, media_dir, prompt) for n, r in enumerate(records)]
         )
@@ -601,10 +540,10 @@ def _readers() -> dict[str, Callable[..., list[BenchmarkSample]]]:
         "refcoco": read_refexp,
         "refcoco+": read_refexp,
         "refcocog": read_refexp,
-        "charades_sta": read_charades_sta,
-        "pope": read_pope,
-        "vggss": read_vggss,
-        "synthetic": read_synthetic,
+        "charades_sta": _read_charades_sta,
+        "pope": _read_pope,
+        "vggss": _read_vggss,
+        "synthetic": _read_synthetic,
     }
 
 

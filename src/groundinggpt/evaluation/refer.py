@@ -40,15 +40,15 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-from groundinggpt.evaluation.benchmarks import (
-    BenchmarkSample,
-    _existing,
-    _query,
-    _single,
+from groundinggpt.evaluation.annotations import (
     as_rows,
+    existing_file,
     fill_prompt,
+    query_text,
     read_json_or_jsonl,
+    single_file,
 )
+from groundinggpt.evaluation.benchmarks import BenchmarkSample
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ def load_plain_pickle(path: str | Path) -> Any:
 
     Python 2 byte strings are decoded as UTF-8, falling back to Latin-1 (logged).
     """
-    path = _existing(Path(path))
+    path = existing_file(Path(path))
     for encoding in ("utf-8", "latin1"):
         with path.open("rb") as f:
             try:
@@ -114,7 +114,7 @@ def _refer_files(path: Path) -> tuple[Path, Path]:
             )
         path = pickles[0]
     instances = path.parent / "instances.json"
-    return path, _existing(instances, "instances.json (next to the refs pickle)")
+    return path, existing_file(instances, "instances.json (next to the refs pickle)")
 
 
 def _xywh_to_xyxy(box: Any, where: str) -> list[float]:
@@ -141,7 +141,7 @@ def _refer_samples(ref: dict, image: dict, ann: dict, media_dir: Path, prompt: s
             id=f"{ref['ref_id']}_{sent['sent_id']}",
             task="rec",
             media={"image": str(media_dir / image["file_name"])},
-            question=fill_prompt(prompt, _query(text), "rec"),
+            question=fill_prompt(prompt, query_text(text), "rec"),
             target=list(box),
             meta={"width": image.get("width"), "height": image.get("height"),
                   "ref_id": ref["ref_id"], "sent_id": sent["sent_id"], "ann_id": ref["ann_id"],
@@ -149,7 +149,7 @@ def _refer_samples(ref: dict, image: dict, ann: dict, media_dir: Path, prompt: s
         )  # fmt: skip
 
 
-def read_refer_pickle(
+def _read_refer_pickle(
     path: Path, media_dir: Path, prompt: str, split: str | None
 ) -> list[BenchmarkSample]:
     """The refer toolkit's ``refs(*).p`` + ``instances.json``: one sample per sentence."""
@@ -176,7 +176,7 @@ def read_refer_pickle(
 # ---------------------------------------------------------------------------- JSON exports
 
 
-def read_mdetr(data: dict, path: Path, media_dir: Path, prompt: str) -> list[BenchmarkSample]:
+def _read_mdetr(data: dict, path: Path, media_dir: Path, prompt: str) -> list[BenchmarkSample]:
     """MDETR-style COCO file: each ``images`` entry is one expression with one annotation."""
     by_image: dict[Any, list[dict]] = {}
     for ann in data["annotations"]:
@@ -194,7 +194,7 @@ def read_mdetr(data: dict, path: Path, media_dir: Path, prompt: str) -> list[Ben
                 id=str(img["id"]),
                 task="rec",
                 media={"image": str(media_dir / img["file_name"])},
-                question=fill_prompt(prompt, _query(img["caption"]), "rec"),
+                question=fill_prompt(prompt, query_text(img["caption"]), "rec"),
                 target=_xywh_to_xyxy(anns[0]["bbox"], f"{path}: entry {img['id']}"),
                 meta={"width": img.get("width"), "height": img.get("height"),
                       "sentence": img["caption"], "image_id": img.get("original_id")},
@@ -294,7 +294,7 @@ def _export_samples(record: dict, line: int, path: Path, media_dir: Path, prompt
             id=_export_id(record, line, sent_id),
             task="rec",
             media={"image": str(media_dir / str(image))},
-            question=fill_prompt(prompt, _query(text), "rec"),
+            question=fill_prompt(prompt, query_text(text), "rec"),
             target=list(box),
             meta={"width": w, "height": h, "sentence": text, "line": line},
         )
@@ -302,13 +302,13 @@ def _export_samples(record: dict, line: int, path: Path, media_dir: Path, prompt
     ]
 
 
-def read_export(
+def _read_export(
     path: Path, media_dir: Path, prompt: str, split: str | None, box_format: str
 ) -> list[BenchmarkSample]:
     """A JSON/JSONL export (one object per expression) or an MDETR-style COCO file."""
     data = read_json_or_jsonl(path)
     if isinstance(data, dict) and "images" in data and "annotations" in data:
-        return read_mdetr(data, path, media_dir, prompt)
+        return _read_mdetr(data, path, media_dir, prompt)
     data = as_rows(data, path)
     if any("split" in r for r in data):
         _check_split(split, {r.get("split") for r in data}, path)
@@ -329,10 +329,27 @@ def read_refexp(
     box_format: str = "xywh",
     **_: Any,
 ) -> list[BenchmarkSample]:
-    """RefCOCO/+/g in any accepted file (see the module docstring)."""
+    """RefCOCO/+/g samples, one per expression, from any accepted file (module docstring).
+
+    Args:
+        annotation_file: ``refs(*).p`` (``instances.json`` beside it), its folder, or a
+            JSON/JSONL export.
+        media_dir: folder of the COCO images (``train2014``).
+        prompt: template with ``{query}`` and ``<image>``.
+        split: ``val``/``testA``/``testB`` (UNC), ``val``/``test`` (UMD); required for the
+            pickle and for exports with a ``split`` field.
+        box_format: how a plain ``bbox`` of an export is read: ``"xywh"`` or ``"xyxy"``.
+
+    Example:
+        >>> samples = read_refexp("data/refcoco/refs(unc).p", Path("data/coco/train2014"),
+        ...                       "<image>\\nOutput the coordinate of {query}.", "testA")
+        ...  # doctest: +SKIP
+        >>> samples[0].id, samples[0].target  # doctest: +SKIP
+        ('47_127', [103.93, 299.99, 238.15, 477.41])
+    """
     if box_format not in BOX_FORMATS:
         raise ValueError(f"box_format must be one of {BOX_FORMATS}, got {box_format!r}")
-    path = _single(annotation_file, "refcoco")
+    path = single_file(annotation_file, "refcoco")
     if path.is_dir() or path.suffix in (".p", ".pkl", ".pickle"):
-        return read_refer_pickle(path, media_dir, prompt, split)
-    return read_export(path, media_dir, prompt, split, box_format)
+        return _read_refer_pickle(path, media_dir, prompt, split)
+    return _read_export(path, media_dir, prompt, split, box_format)
