@@ -66,7 +66,12 @@ def read_json_or_jsonl(path: Path) -> Any:
 
 
 def as_rows(data: Any, path: Path) -> list[dict]:
-    """``data`` as a list of JSON objects (a lone object is one row)."""
+    """``data`` as a list of JSON objects (a lone object is one row).
+
+    Example:
+        >>> as_rows({"question_id": 1}, Path("one_line.json"))
+        [{'question_id': 1}]
+    """
     rows = [data] if isinstance(data, dict) else data
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ValueError(f"{path}: expected JSON objects, one per item")

@@ -68,8 +68,8 @@ BENCHMARK_TASKS = {
     "vggss": "sl",
     "synthetic": None,  # several tasks: each record says which
 }
-# Default prompts; "{query}" is the expression / sentence / question. REC uses the phrasing
-# reported for GroundingGPT's REC data; POPE passes the official question unchanged; the
+# Default prompts; "{query}" is the expression / sentence / question. REC follows
+# GroundingGPT's "Output the coordinate of ..." style; POPE passes the question unchanged; the
 # VTG and SL ones follow the synthetic generator's phrasing (data/synthetic/tasks.py). None
 # of them could be checked against the released training data here (it is not reachable),
 # so treat them as documented defaults and override `prompt` to match a checkpoint's data.
@@ -161,7 +161,12 @@ def _require_file(path: str) -> None:
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
-    """``(width, height)`` from the image header (no decoding); `MediaError` if unreadable."""
+    """``(width, height)`` from the image header (no decoding); `MediaError` if unreadable.
+
+    Example:
+        >>> image_size("data/coco/train2014/COCO_train2014_000000000009.jpg")  # doctest: +SKIP
+        (640, 480)
+    """
     from PIL import Image, UnidentifiedImageError
 
     _require_file(str(path))
@@ -176,7 +181,12 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def video_duration(path: str | Path) -> float:
-    """Duration in seconds of a video file (decord); `MediaError` if unreadable."""
+    """Duration in seconds of a video file (decord); `MediaError` if unreadable.
+
+    Example:
+        >>> video_duration("data/charades_sta/videos/AO8RW.mp4")  # doctest: +SKIP
+        30.08
+    """
     from groundinggpt.data.media import VideoProcessor
 
     return VideoProcessor(num_frames=1, size=1).duration(path)
@@ -232,7 +242,12 @@ def complete_meta(sample: BenchmarkSample) -> BenchmarkSample:
 
 
 def is_complete(sample: BenchmarkSample) -> bool:
-    """Whether `score` and `BenchmarkSample.to_record` have all they need."""
+    """Whether `score` and `BenchmarkSample.to_record` have all they need.
+
+    Example:
+        >>> is_complete(BenchmarkSample("1", "vtg", {"video": "/v.mp4"}, "<video>\\nq", [1, 2]))
+        False
+    """
     if sample.target is None:
         return False
     if sample.task in ("rec", "sl"):

@@ -258,7 +258,12 @@ class BenchmarkMetrics(Metric):
 
 
 def compute_quietly(metric: BenchmarkMetrics) -> dict[str, float]:
-    """`BenchmarkMetrics.compute` as floats, without torchmetrics' empty-metric warning."""
+    """`BenchmarkMetrics.compute` as floats, without torchmetrics' empty-metric warning.
+
+    Example:
+        >>> compute_quietly(BenchmarkMetrics("pope"))["pope/count"]
+        0.0
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return {k: float(v) for k, v in metric.compute().items()}
