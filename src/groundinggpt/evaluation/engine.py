@@ -257,7 +257,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         enable_checkpointing=False,
         use_distributed_sampler=False,
     )
-    trainer.test(evaluator, datamodule=datamodule)
+    trainer.test(evaluator, datamodule=datamodule, verbose=False)  # we print our own table
     if not trainer.is_global_zero:
         return evaluator.results
     # Read back what rank 0 wrote: with spawned workers this process holds no results.
