@@ -338,16 +338,25 @@ class VideoProcessor:
                 raise MediaError(
                     path, f"failed to decode frames ({err})", kind="unreadable_video"
                 ) from err
-            chunks.append(self._resize(torch.from_numpy(raw)))
+            chunks.append(self._resize(raw))
         return torch.cat(chunks)  # (N, 3, S, S)
 
-    def _resize(self, frames: torch.Tensor) -> torch.Tensor:
-        x = frames.permute(0, 3, 1, 2).float() / 255.0  # (n, 3, H, W)
-        if x.shape[-2:] != (self.size, self.size):
-            x = torch.nn.functional.interpolate(
-                x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False
-            ).clamp_(0.0, 1.0)
-        return x  # (n, 3, S, S)
+    def _resize(self, frames: np.ndarray) -> torch.Tensor:
+        """``(n, H, W, 3)`` uint8 -> ``(n, 3, S, S)`` float in [0, 1].
+
+        PIL's bicubic resize (antialiased, on uint8) is about twice as fast as torch's on
+        float frames and is the same filter `ImageProcessor` uses.
+        """
+        if frames.shape[1:3] != (self.size, self.size):
+            frames = np.stack(
+                [
+                    np.asarray(
+                        Image.fromarray(f).resize((self.size, self.size), Image.Resampling.BICUBIC)
+                    )
+                    for f in frames
+                ]
+            )
+        return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, S, S)
 
     def __call__(self, path: str | Path) -> torch.Tensor:
         return _normalise(self.read_frames(path), self.mean, self.std)  # (N, 3, S, S)
@@ -445,7 +454,9 @@ class AudioProcessor:
             reader = decord.AudioReader(str(path), sample_rate=self.sample_rate, mono=True)
             samples = reader[:].asnumpy()
         except Exception as err:  # no audio stream, corrupt file, zero samples
-            raise MediaError(path, f"no decodable audio ({err})", kind=_audio_failure(path)) from err
+            raise MediaError(
+                path, f"no decodable audio ({err})", kind=_audio_failure(path)
+            ) from err
         if samples.size == 0:
             raise MediaError(path, "audio has no samples", kind="empty_audio")
         return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).reshape(1, -1)
