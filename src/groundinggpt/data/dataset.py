@@ -98,6 +98,8 @@ class ConversationDataset(Dataset):
         self.name = name or self.path.stem
         self.on_error = on_error
         self.check_grounding = check_grounding
+        self._record_keys = {s.record_key for s in formatter.specs.values()}
+        self._placeholders = {s.placeholder for s in formatter.specs.values()}
         self._logged: Counter[str] = Counter()
 
     @staticmethod
@@ -167,11 +169,7 @@ class ConversationDataset(Dataset):
     def _build(self, index: int) -> dict[str, Any]:
         record = self.records[index]
         convs = check_conversations(record)
-        check_modalities(
-            record,
-            {s.record_key for s in self.formatter.specs.values()},
-            {s.placeholder for s in self.formatter.specs.values()},
-        )
+        check_modalities(record, self._record_keys, self._placeholders)
         if self.check_grounding:
             for turn in convs:
                 check_grounding_text(turn["value"])
