@@ -23,8 +23,11 @@ def write_image(path: Path, width: int, height: int, value: int = 90) -> Path:
     return path
 
 
-def write_video(path: Path, num_frames: int, fps: int = 8, size: int = 16) -> Path:
-    """A tiny mp4 (mpeg4, PyAV) of ``num_frames`` frames: duration ``num_frames / fps``."""
+def write_video(path: Path, num_frames: int, fps: int = 8, size: int = 32) -> Path:
+    """A tiny mp4 (mpeg4, PyAV) of ``num_frames`` frames: duration ``num_frames / fps``.
+
+    32 px, not 16 or 48: decord fails to decode frames of some widths (16 and 48 among them).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.zeros((num_frames, size, size, 3), dtype=np.uint8)
     frames[:, :, :, 0] = np.arange(num_frames, dtype=np.uint8)[:, None, None] * 20
