@@ -318,6 +318,9 @@ def test_complete_meta_reads_image_header_and_raises_media_error(tmp_path: Path)
     s = BenchmarkSample("x", "rec", {"image": str(tmp_path / "a.png")}, "<image>\nq",
                         [0, 0, 1, 1], {"width": None, "height": None})  # fmt: skip
     assert (complete_meta(s).meta["width"], complete_meta(s).meta["height"]) == (33, 21)
+    s.meta.update(width=33, height=20)  # annotated size disagrees with the file
+    with pytest.raises(MediaError, match="image is 33x21 but the annotation says 33x20"):
+        complete_meta(s)
     missing = BenchmarkSample("y", "rec", {"image": str(tmp_path / "b.png")}, "<image>\nq",
                               [0, 0, 1, 1], {})  # fmt: skip
     with pytest.raises(MediaError, match="file not found"):

@@ -214,14 +214,24 @@ def _derive_target(sample: BenchmarkSample, meta: dict) -> Any:
     raise ValueError(f"sample {sample.id}: no target and nothing to derive it from")
 
 
+def _checked_size(path: str, meta: dict) -> tuple[int, int]:
+    """The image's size; an annotated size that differs is an error, not a silent re-scale."""
+    w, h = image_size(path)
+    noted = (meta.get("width"), meta.get("height"))
+    if None not in noted and (round(float(noted[0])), round(float(noted[1]))) != (w, h):
+        raise MediaError(path, f"image is {w}x{h} but the annotation says {noted[0]}x{noted[1]}")
+    return w, h
+
+
 def complete_meta(sample: BenchmarkSample) -> BenchmarkSample:
     """A copy of ``sample`` with image size, video duration and the target filled in.
 
-    Reads only what is missing: the image header (PIL, no decoding) for ``rec``/``sl``,
-    the duration (decord) for ``vtg``. Checks every media file exists.
+    Reads the image header (PIL, no decoding) for ``rec``/``sl`` and, if missing, the
+    duration (decord) for ``vtg``. Checks every media file exists.
 
     Raises:
-        MediaError: a media file is missing, empty or unreadable.
+        MediaError: a media file is missing, empty or unreadable, or an image's size differs
+            from the annotated one (pixel boxes would not fit it).
 
     Example:
         >>> full = complete_meta(sample)  # doctest: +SKIP
@@ -231,8 +241,8 @@ def complete_meta(sample: BenchmarkSample) -> BenchmarkSample:
     meta = dict(sample.meta)
     for path in sample.media.values():
         _require_file(path)
-    if sample.task in ("rec", "sl") and (meta.get("width") is None or meta.get("height") is None):
-        meta["width"], meta["height"] = image_size(sample.media["image"])
+    if sample.task in ("rec", "sl"):
+        meta["width"], meta["height"] = _checked_size(sample.media["image"], meta)
     if sample.task == "vtg" and meta.get("duration") is None:
         meta["duration"] = video_duration(sample.media["video"])
     target = sample.target
