@@ -22,6 +22,7 @@ from groundinggpt.grounding.format import (
     parse_span,
     parse_spans,
     parse_yes_no,
+    pope_answer,
     span_iou,
 )
 
@@ -252,6 +253,30 @@ def test_parsers_on_long_garbage_are_fast() -> None:
 )
 def test_parse_yes_no(text: str, expected) -> None:
     assert parse_yes_no(text) is expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Yes", "yes"),
+        ("No", "no"),
+        ("No.", "no"),
+        ("no, there is none", "no"),
+        ("There is not a dog in the image.", "no"),
+        ("Yes, there is no doubt", "no"),  # commas removed: "no" is a word
+        ("Yes. No.", "yes"),  # only the first sentence
+        ("", "yes"),  # everything without a negation word is yes
+        ("I cannot tell", "yes"),
+        # Quirks of the reference rule, kept on purpose (numbers stay comparable):
+        ("NO", "yes"),  # case-sensitive
+        ("Not at all", "yes"),
+        ("No!", "yes"),  # only commas are stripped
+        ("No\nthere is none", "yes"),  # words split on single spaces only
+        (" No", "no"),
+    ],
+)
+def test_pope_answer_reference_rule(text: str, expected: str) -> None:
+    assert pope_answer(text) == expected
 
 
 # --- IoU --------------------------------------------------------------------------------------
