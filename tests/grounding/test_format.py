@@ -181,6 +181,7 @@ def _check_parsed(text: str) -> None:
     for s, e in parse_spans(text):
         assert 0.0 <= s <= e <= 1.0
     assert parse_yes_no(text) in (True, False, None)
+    assert pope_answer(text) in ("yes", "no")
     b, sp = parse_box(text), parse_span(text)
     assert b is None or len(b) == 4
     assert sp is None or len(sp) == 2
