@@ -11,6 +11,8 @@ worker has; PyTorch gives each worker one thread):
   track of an mp4;
 - images/s: `ImageProcessor` on 640x480 JPEGs, with its own resize (64 px, the tiny
   default) and with `CLIPImageProcessor` at 336 px (the real model);
+- annotation files: load time and memory held for a 300k-record file, `RecordStore` vs
+  ``json.load``;
 - the embedded default (`experiment=stage2_fine`): DataLoader samples/s with the configured
   workers vs the tiny model's training samples/s on already-loaded batches.
 
@@ -110,6 +112,44 @@ def media_rates(tmp: Path, seconds: float) -> dict[str, dict[str, float]]:
     }
 
 
+def record_store_rates(tmp: Path, n: int = 300_000) -> dict[str, float]:
+    """Loading a released-size annotation file: `RecordStore` vs plain ``json.load``."""
+    import gc
+
+    from groundinggpt.data.records import RecordStore
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1e3 for line in f if line.startswith("VmRSS"))
+
+    question = (
+        "<image>\nPlease provide the bounding box coordinate of the region: the man on the left"
+    )
+    records = [
+        {"id": f"{i:012d}", "image": f"coco/train2014/{i:012d}.jpg", "conversations": [
+            {"from": "human", "value": question},
+            {"from": "gpt", "value": "[0.123, 0.456, 0.789, 0.901]"}]}
+        for i in range(n)
+    ]  # fmt: skip
+    path = tmp / "big.json"
+    path.write_text(json.dumps(records))
+    del records
+    out: dict[str, float] = {"records": n, "file_mb": path.stat().st_size / 1e6}
+    for name, load in (("store", RecordStore), ("json", lambda p: json.loads(p.read_text()))):
+        gc.collect()
+        before, start = rss_mb(), time.perf_counter()
+        held = load(path)
+        out[f"{name}_load_s"] = time.perf_counter() - start
+        gc.collect()
+        out[f"{name}_held_mb"] = rss_mb() - before
+        start = time.perf_counter()
+        for i in range(0, n, n // 10_000):
+            held[i]
+        out[f"{name}_read_us"] = (time.perf_counter() - start) / 10_000 * 1e6
+        del held
+    return out
+
+
 def default_run_rates(tmp: Path, seconds: float) -> dict[str, float]:
     """DataLoader samples/s vs training samples/s of the embedded default (stage2_fine)."""
     from hydra import compose, initialize_config_dir
@@ -171,6 +211,7 @@ def main() -> None:
         torch.set_num_threads(1)
         results = {"media": media_rates(Path(tmp), args.seconds)}
         torch.set_num_threads(threads)
+        results["annotations"] = record_store_rates(Path(tmp))
         if not args.skip_default_run:
             results["default_run"] = default_run_rates(Path(tmp), args.seconds)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True)

@@ -157,6 +157,8 @@ class DataMonitor(L.Callback):
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.totals = _gather(self.counts)
+        if trainer.is_global_zero:
+            log.info("training data, whole run:\n%s", self.describe(self.totals))
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         # No collectives here: other ranks may be gone. This rank's counts are what is known.
