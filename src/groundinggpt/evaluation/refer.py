@@ -163,6 +163,9 @@ def _read_refer_pickle(
     anns = {ann["id"]: ann for ann in instances["annotations"]}
     samples = []
     for ref in (r for r in refs if r.get("split") == split):
+        missing = [k for k in ("ref_id", "ann_id", "image_id", "sentences") if k not in ref]
+        if missing:
+            raise ValueError(f"{refs_path}: ref {ref.get('ref_id')!r} lacks {missing}")
         if ref["image_id"] not in images or ref["ann_id"] not in anns:
             raise ValueError(
                 f"{refs_path}: ref {ref['ref_id']} points at image {ref['image_id']} / "
