@@ -176,22 +176,32 @@ def test_media_roots_per_modality(tmp_path, media, formatter, processors) -> Non
         _dataset(tmp_path, {"image": media}, formatter, processors, records)
 
 
-def test_long_conversation_is_cut_after_the_media_and_keeps_an_answer(
+def test_long_conversation_keeps_the_whole_turns_that_fit(
     tmp_path, media, formatter, processors
 ) -> None:
-    long_answer = "a " * 100
-    record = _rec(_conv("<image>\nq", long_answer, "more?", "yes"), image="ok.png")
+    record = _rec(_conv("<image>\nq", BOX, "more?", "a " * 100), image="ok.png")
     full = _dataset(tmp_path, media, formatter, processors, [record], max_length=1000)[0]
-    cut = _dataset(tmp_path, media, formatter, processors, [record], max_length=40)[0]
-    assert len(full["input_ids"]) > 40 and not full["truncated"]
-    assert cut["truncated"] and len(cut["input_ids"]) == len(cut["labels"]) == 40
-    assert cut["input_ids"] == full["input_ids"][:40]
-    assert any(lab != IGNORE_INDEX for lab in cut["labels"])
+    cut = _dataset(tmp_path, media, formatter, processors, [record], max_length=60)[0]
+    assert len(full["input_ids"]) > 60 and not full["truncated"]
+    assert cut["truncated"] and len(cut["input_ids"]) == len(cut["labels"]) <= 60
+    assert cut["input_ids"] == full["input_ids"][: len(cut["input_ids"])]
+    eos = formatter.tokenizer.eos_token_id
+    assert cut["input_ids"][-1] == eos and cut["labels"][-1] == eos  # ends on the first answer
+    answer = [
+        t for t, lab in zip(cut["input_ids"], cut["labels"], strict=True) if lab != IGNORE_INDEX
+    ]
+    assert formatter.tokenizer.decode(answer, skip_special_tokens=True).strip() == BOX
     assert cut["media"]["image"].shape == (3, 8, 8)
-    # a limit that would cut through the image block drops the record instead
-    ends_at = full["input_ids"].index(formatter.tokenizer.convert_tokens_to_ids("<im_end>"))
-    cut_media = _dataset(tmp_path, media, formatter, processors, [record], max_length=ends_at)[0]
-    assert cut_media["skipped"] == "too_long"
+    # the first answer itself does not fit: the record is skipped, never trained half-cut
+    first_end = len(cut["input_ids"])
+    too_short = _dataset(tmp_path, media, formatter, processors, [record], max_length=first_end - 1)
+    assert too_short[0]["skipped"] == "too_long"
+
+
+def test_media_in_a_dropped_turn_skips_the_record(tmp_path, media, formatter, processors) -> None:
+    record = _rec(_conv("q", "a", "<image>\n" + "b " * 50, BOX), image="ok.png")
+    ds = _dataset(tmp_path, media, formatter, processors, [record], max_length=30)
+    assert ds[0]["skipped"] == "too_long" and "media block" in ds[0]["detail"]
 
 
 def test_skip_counts_over_a_loader(tmp_path, media, formatter, processors) -> None:

@@ -58,8 +58,8 @@ class ConversationDataset(Dataset):
             modality (``{"image": ..., "video": ..., "audio": ...}``).
         formatter: renders and tokenises the conversation.
         processors: ``{"image": ImageProcessor, ...}``: path -> tensor per modality.
-        max_length: longest token sequence. Longer conversations are cut at ``max_length``
-            (never inside a media block); a record whose first answer would be lost is skipped.
+        max_length: longest token sequence. Longer conversations keep their longest prefix
+            of whole turns that fits; one whose first answer or media does not fit is skipped.
         task: task name for records that carry none (``rec``, ``vtg``, ``caption``...).
         name: dataset name used in logs and counts (defaults to the file stem).
         on_error: ``"skip"`` returns ``{"skipped": reason, ...}`` for a bad record (the
@@ -153,18 +153,29 @@ class ConversationDataset(Dataset):
         return paths
 
     def _fit(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
-        """Cut a too-long sequence at ``max_length``: never inside a media block, never
-        losing every answer token (both skip the record as ``too_long``)."""
+        """Shorten a too-long conversation to its longest prefix of whole turns that fits.
+
+        The cut falls right after an answer's ``</s>``, so no answer is trained half-cut and
+        no media block is cut through; a conversation whose first answer (or a media block)
+        does not fit is skipped as ``too_long``.
+        """
         if len(ids) <= self.max_length:
             return ids, labels, False
+        answer_ends = [
+            i + 1
+            for i, lab in enumerate(labels)
+            if lab != IGNORE_INDEX and (i + 1 == len(labels) or labels[i + 1] == IGNORE_INDEX)
+        ]
+        fitting = [end for end in answer_ends if end <= self.max_length]
+        if not fitting:
+            raise SampleError(
+                "too_long", f"the first answer ends after max_length {self.max_length}"
+            )
+        cut = fitting[-1]
         ends = self.formatter.media_end_ids
-        last_media = max((i for i, t in enumerate(ids) if t in ends), default=-1)
-        if last_media >= self.max_length:
-            raise SampleError("too_long", f"media tokens end at {last_media} >= {self.max_length}")
-        ids, labels = ids[: self.max_length], labels[: self.max_length]
-        if all(lab == IGNORE_INDEX for lab in labels):
-            raise SampleError("too_long", f"the answer starts after max_length {self.max_length}")
-        return ids, labels, True
+        if any(t in ends for t in ids[cut:]):
+            raise SampleError("too_long", f"a media block lies after max_length {self.max_length}")
+        return ids[:cut], labels[:cut], True
 
     def _build(self, index: int) -> dict[str, Any]:
         record = self.records[index]
