@@ -347,3 +347,49 @@ def test_known_box_round_trips_through_padding_text_and_back(tmp_path: Path) -> 
     x0, y0, x1, y1 = (round(v * 64) for v in parse_box(text))
     assert x[y0 + 1 : y1 - 1, x0 + 1 : x1 - 1].min() > 0.9  # inside: the object
     assert x[y1 + 2, x0 + 1 : x1 - 1].max() < 0.3  # just below: background
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac", ".mp4"])
+def test_truncated_audio_keeps_the_readable_part_or_is_a_media_error(
+    tmp_path: Path, files, suffix: str
+) -> None:
+    """A cut wav/flac still holds decodable samples (used, finite); a cut mp4 loses its index
+    and is unreadable. Neither crashes nor yields NaN."""
+    tone = 0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * SR) / SR)
+    path = {
+        ".wav": lambda p: files.wav(p, tone),
+        ".flac": lambda p: files.audio(p, tone),
+        ".mp4": lambda p: files.mp4(p, 8, audio=tone),
+    }[suffix](tmp_path / f"t{suffix}")
+    data = path.read_bytes()
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(data[: len(data) // 3])
+    if suffix == ".mp4":
+        with pytest.raises(MediaError) as err:
+            AudioProcessor()(cut)
+        assert err.value.kind == "unreadable_audio"
+    else:
+        n = AudioProcessor().load_waveform(cut).shape[1]
+        assert 0 < n < 3 * SR
+        assert torch.isfinite(AudioProcessor()(cut)).all()
+
+
+class _NoTimestamps:
+    """A decord-like reader whose container has no usable timestamps."""
+
+    def __len__(self) -> int:
+        return 10
+
+    def get_frame_timestamp(self, idx):
+        raise RuntimeError("no index")
+
+    def get_avg_fps(self) -> float:
+        return 5.0
+
+
+def test_missing_timestamps_fall_back_to_frame_indices(monkeypatch) -> None:
+    proc = VideoProcessor(num_frames=4, size=8)
+    assert proc.frame_indices(_NoTimestamps()).tolist() == uniform_indices(10, 4).tolist()
+    monkeypatch.setattr("groundinggpt.data.media._open_video", lambda *a, **k: _NoTimestamps())
+    assert proc.duration("any.mp4") == pytest.approx(2.0)  # 10 frames at 5 fps
+    assert proc.sample_times("any.mp4").tolist() == pytest.approx([0.15, 0.35, 0.65, 0.85])
