@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import lightning as L
+import pytest
 import torch
 
 from groundinggpt.data.conversation import SPECIAL_TOKENS
@@ -37,13 +38,14 @@ class RankRecorder(L.LightningModule):
         Path(self.out, f"rank{self.global_rank}.json").write_text(json.dumps(result))
 
 
-def _datamodule(root: Path) -> GroundingDataModule:
+def _datamodule(root: Path, bad: tuple[int, ...] = (5,)) -> GroundingDataModule:
     records = [
         {"id": f"r{i}", "conversations": [
             {"from": "human", "value": f"q{i}"}, {"from": "gpt", "value": f"a{i}"}]}
         for i in range(24)
     ]  # fmt: skip
-    records[5]["conversations"][1]["value"] = ""  # one bad record, skipped on one rank
+    for i in bad:  # empty answers: skipped on whichever rank draws them
+        records[i]["conversations"][1]["value"] = ""
     (root / "a.json").write_text(json.dumps(records))
     tok = build_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
@@ -54,8 +56,8 @@ def _datamodule(root: Path) -> GroundingDataModule:
     )  # fmt: skip
 
 
-def test_two_ranks_see_disjoint_halves_of_the_epoch(tmp_path: Path) -> None:
-    trainer = L.Trainer(
+def _trainer(monitor: DataMonitor) -> L.Trainer:
+    return L.Trainer(
         accelerator="cpu",
         devices=2,
         strategy="ddp_fork",
@@ -64,8 +66,12 @@ def test_two_ranks_see_disjoint_halves_of_the_epoch(tmp_path: Path) -> None:
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
-        callbacks=[DataMonitor(min_samples=10**9)],
+        callbacks=[monitor],
     )
+
+
+def test_two_ranks_see_disjoint_halves_of_the_epoch(tmp_path: Path) -> None:
+    trainer = _trainer(DataMonitor(max_skip_share=0.5, min_samples=1, check_every_n_steps=1))
     trainer.fit(RankRecorder(str(tmp_path)), datamodule=_datamodule(tmp_path))
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     seen = [set(r["seen"]) for r in ranks]
@@ -74,3 +80,14 @@ def test_two_ranks_see_disjoint_halves_of_the_epoch(tmp_path: Path) -> None:
     assert seen[0] | seen[1] == {f"r{i}" for i in range(24)} - {"r5"}
     totals = ranks[0]["totals"]  # summed over ranks at the end of training
     assert totals["data/consumed/total"] == 23 and totals["data/skipped/reason/empty_answer"] == 1
+
+
+@pytest.mark.timeout(120)
+def test_too_many_skips_stop_every_rank_together(tmp_path: Path) -> None:
+    """The share is summed over ranks before the decision, so no rank waits on a dead one."""
+    monitor = DataMonitor(max_skip_share=0.2, min_samples=8, check_every_n_steps=2)
+    with pytest.raises(Exception, match="max_skip_share"):
+        _trainer(monitor).fit(
+            RankRecorder(str(tmp_path)),
+            datamodule=_datamodule(tmp_path, bad=tuple(range(0, 24, 2))),
+        )
