@@ -29,7 +29,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from groundinggpt.evaluation.datamodule import Skipped
 from groundinggpt.evaluation.loading import build_model
-from groundinggpt.evaluation.scoring import BenchmarkMetrics, score
+from groundinggpt.evaluation.scoring import BenchmarkMetrics, compute_quietly, score
 from groundinggpt.models.grounding_model import GroundingGPT
 from groundinggpt.training.module import generate_answers
 
@@ -51,9 +51,13 @@ def _jsonable(value: Any) -> Any:
 
 
 def prediction_row(
-    index: int, sample, output: str | None, result: Mapping[str, Any], skipped: str | None
+    index: int, sample, output: str | None, result: Mapping[str, Any], skip: Skipped | None = None
 ) -> dict[str, Any]:
-    """One line of ``predictions.jsonl``: what was asked, answered, parsed and scored."""
+    """One line of ``predictions.jsonl``: what was asked, answered, parsed and scored.
+
+    ``skipped`` holds the reason a sample never reached the model (None otherwise) and
+    ``skipped_kind`` its category, the key of the ``skipped/<kind>`` counts.
+    """
     return {
         "id": sample.id,
         "index": index,
@@ -63,7 +67,8 @@ def prediction_row(
         "prediction": _jsonable(result["prediction"]),
         "target": _jsonable(result["target"]),
         "score": float(result["score"]),
-        "skipped": skipped,
+        "skipped": skip.reason if skip else None,
+        "skipped_kind": skip.kind if skip else None,
         "media": dict(sample.media),
     }
 
@@ -163,13 +168,11 @@ class BenchmarkEvaluator(L.LightningModule):
             answers = generate_answers(self.model, self.tokenizer, batch, self.generation)
             for index, sample, text in zip(batch["index"], batch["samples"], answers, strict=True):
                 result = score(sample, text)
-                out.append((result, prediction_row(index, sample, text, result, None)))
-        for skip in batch.get("skipped_samples", []):
-            skip: Skipped
+                out.append((result, prediction_row(index, sample, text, result)))
+        skips: list[Skipped] = batch.get("skipped_samples", [])
+        for skip in skips:
             result = score(skip.sample, None)
-            row = prediction_row(skip.index, skip.sample, None, result, skip.reason)
-            row["skipped_kind"] = skip.kind
-            out.append((result, row))
+            out.append((result, prediction_row(skip.index, skip.sample, None, result, skip)))
         return out
 
     def on_test_epoch_start(self) -> None:
@@ -178,12 +181,10 @@ class BenchmarkEvaluator(L.LightningModule):
 
     def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         by_task: dict[str, list[dict]] = {}
-        for (result, row), task in ((r, r[1]["task"]) for r in self.run_batch(batch)):
-            if task not in self.metrics:
-                raise ValueError(
-                    f"sample {row['id']} has task {task!r}, not in {list(self.metrics)}"
-                )
-            by_task.setdefault(task, []).append(result)
+        for result, row in self.run_batch(batch):
+            if row["task"] not in self.metrics:
+                raise ValueError(f"sample {row['id']}: task {row['task']!r} has no metric here")
+            by_task.setdefault(row["task"], []).append(result)
             self.rows.append(row)
         for task, results in by_task.items():
             self.metrics[task].update(results)
@@ -194,16 +195,22 @@ class BenchmarkEvaluator(L.LightningModule):
     def _metric_values(self) -> dict[str, float]:
         values: dict[str, float] = {}
         for task, metric in self.metrics.items():  # same order on every rank: syncs line up
-            computed = {k: float(v) for k, v in metric.compute().items()}
+            computed = compute_quietly(metric)  # an empty task on this rank is expected
             if computed.get(f"{task}/count", 0) > 0:
                 values.update({f"{self.prefix}/{k}": v for k, v in computed.items()})
             metric.reset()
         return values
 
+    def _expected_count(self) -> int | None:
+        """Benchmark size, unless batches were limited on purpose (``limit_test_batches``)."""
+        dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
+        if dataset is None or self.trainer.limit_test_batches not in (None, 1.0):
+            return None
+        return len(dataset)
+
     def on_test_epoch_end(self) -> None:
         values = self._metric_values()
-        dataset = getattr(getattr(self.trainer, "datamodule", None), "dataset", None)
-        rows = merge_rows(gather_rows(self.rows), len(dataset) if dataset is not None else None)
+        rows = merge_rows(gather_rows(self.rows), self._expected_count())
         wall = time.perf_counter() - self._start
         kinds = Counter(r["skipped_kind"] for r in rows if r["skipped"] is not None)
         values |= {f"skipped/{k}": float(n) for k, n in kinds.items()}
