@@ -57,6 +57,11 @@ def prediction_row(
 
     ``skipped`` holds the reason a sample never reached the model (None otherwise) and
     ``skipped_kind`` its category, the key of the ``skipped/<kind>`` counts.
+
+    Example:
+        >>> row = prediction_row(0, sample, "[0.1, 0.2, 0.5, 0.6]", score(sample, "[0.1, ...]"))
+        >>> row["prediction"], row["score"]  # doctest: +SKIP
+        ([16.0, 2.0, 80.0, 66.0], 0.42)
     """
     return {
         "id": sample.id,
@@ -74,7 +79,11 @@ def prediction_row(
 
 
 def gather_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Every rank's rows on every rank (a no-op without a process group)."""
+    """Every rank's rows on every rank (a no-op without a process group).
+
+    Example:
+        >>> rows = gather_rows(self.rows)  # inside on_test_epoch_end, on each rank
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return list(rows)
     parts: list[list[dict[str, Any]] | None] = [None] * dist.get_world_size()
@@ -87,6 +96,10 @@ def merge_rows(rows: Sequence[dict[str, Any]], expected: int | None = None) -> l
 
     Raises:
         RuntimeError: when a sample id appears twice or the count differs from ``expected``.
+
+    Example:
+        >>> merge_rows([{"id": "b", "index": 1}, {"id": "a", "index": 0}], expected=2)
+        [{'id': 'a', 'index': 0}, {'id': 'b', 'index': 1}]
     """
     ids = Counter(r["id"] for r in rows)
     dup = [i for i, n in ids.items() if n > 1]
@@ -104,6 +117,9 @@ def register_output_capture(model: torch.nn.Module) -> None:
     filled when a model is *constructed*; a model unpickled in a spawned process (Lightning
     ``ddp_spawn``) was never constructed there, so CLIP would return no hidden states. A
     throwaway instance of each class on the meta device (no memory, no weights) fills it.
+
+    Example:
+        >>> register_output_capture(model)  # in LightningModule.setup, in every process
     """
     from transformers import PreTrainedModel
 
@@ -225,7 +241,11 @@ class BenchmarkEvaluator(L.LightningModule):
 
 
 def write_outputs(output_dir: str | Path, metrics: Mapping[str, float], rows: Sequence[dict]):
-    """Write ``metrics.json`` (flat, sorted keys) and ``predictions.jsonl`` (one row per line)."""
+    """Write ``metrics.json`` (flat, sorted keys) and ``predictions.jsonl`` (one row per line).
+
+    Example:
+        >>> write_outputs("outputs/eval/run", {"test/rec/acc@0.5": 0.5}, rows)
+    """
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(dict(metrics), indent=2, sort_keys=True))
@@ -236,7 +256,14 @@ def write_outputs(output_dir: str | Path, metrics: Mapping[str, float], rows: Se
 
 
 def format_table(metrics: Mapping[str, float]) -> str:
-    """A short two-column table of the metrics, grouped by task."""
+    """A two-column table of the metrics, sorted by key (so grouped by split and task).
+
+    Example:
+        >>> print(format_table({"test/rec/acc@0.5": 0.25}))
+        metric            value
+        ----------------  -----
+        test/rec/acc@0.5  0.2500
+    """
     width = max(len(k) for k in metrics) if metrics else 0
     lines = [f"{'metric'.ljust(width)}  value", f"{'-' * width}  -----"]
     for key in sorted(metrics):
@@ -247,7 +274,11 @@ def format_table(metrics: Mapping[str, float]) -> str:
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Body of ``eval.py``: build, ``Trainer.test``, print the table; returns the metrics."""
+    """Body of ``eval.py``: build, ``Trainer.test``, print the table; returns the metrics.
+
+    Example:
+        >>> evaluate(compose("eval", ["benchmark=pope", "ckpt_path=run/checkpoints/last.ckpt"]))
+    """
     L.seed_everything(cfg.seed, workers=True)
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
     model, tokenizer = build_model(cfg)

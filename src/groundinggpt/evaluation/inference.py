@@ -48,7 +48,12 @@ class Answer:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; anything else as given."""
+    """``"auto"`` -> CUDA when available, else CPU; anything else as given.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -209,7 +214,13 @@ class GroundingChat:
 
 
 def describe(answer: Answer, has_image: bool, has_time: bool) -> str:
-    """The answer and its grounding as printable lines."""
+    """The answer and its grounding as printable lines.
+
+    Example:
+        >>> print(describe(Answer("{0.25, 0.75}", spans=[(0.75, 2.25)]), False, True))
+        answer: {0.25, 0.75}
+        span 1 (seconds): 0.75 - 2.25
+    """
     lines = [f"answer: {answer.text}"]
     unit_box = "pixels" if has_image else "relative to the padded square"
     unit_span = "seconds" if has_time else "fractions of the duration"
@@ -233,6 +244,10 @@ def chat_loop(chat: GroundingChat, output_dir: Path, lines: Iterable[str] | None
     """Read questions (stdin, or ``lines``) until an empty line/``exit``; ``/reset`` restarts.
 
     Returns the number of answered turns.
+
+    Example:
+        >>> chat_loop(chat, Path("run"), ["Where is the dog?", "And the cat?", "exit"])
+        2
     """
     turn = 0
     stream = iter(lines) if lines is not None else None
@@ -254,7 +269,11 @@ def chat_loop(chat: GroundingChat, output_dir: Path, lines: Iterable[str] | None
 
 
 def infer(cfg: DictConfig) -> Answer | None:
-    """Body of ``infer.py``: one answer to ``cfg.prompt``, or a chat with ``chat=true``."""
+    """Body of ``infer.py``: one answer to ``cfg.prompt``, or a chat with ``chat=true``.
+
+    Example:
+        >>> infer(compose("infer", ["ckpt_path=last.ckpt", "image=a.jpg", "prompt=Where?"]))
+    """
     model, tokenizer = build_model(cfg)
     chat = hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
     chat.set_media(image=cfg.get("image"), video=cfg.get("video"), audio=cfg.get("audio"))
