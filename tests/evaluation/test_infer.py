@@ -233,3 +233,13 @@ def test_draw_boxes_is_exact() -> None:
 def test_infer_needs_a_prompt(tmp_path, ckpt) -> None:
     with pytest.raises(ValueError, match="prompt="):
         infer(_cfg(tmp_path, ckpt))
+
+
+def test_bfloat16_weights_and_media(tmp_path, ckpt, media) -> None:
+    cfg = _cfg(tmp_path, ckpt, **{"assistant.dtype": "bfloat16"})
+    model, tokenizer = build_model(cfg)
+    chat = hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
+    chat.set_media(image=str(media["photo"]))
+    assert next(chat.model.parameters()).dtype == torch.bfloat16
+    assert chat.features["image"].dtype == torch.bfloat16
+    assert isinstance(chat.ask("Where is the house?").text, str)

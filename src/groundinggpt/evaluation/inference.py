@@ -71,6 +71,8 @@ class GroundingChat:
         max_length: longest prompt the model may see; a longer chat must be reset.
         generation: kwargs of ``generate`` (``max_new_tokens``...; greedy by default).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        dtype: weights and media dtype (``"bfloat16"`` halves a 7B model's memory); None keeps
+            the checkpoint's.
 
     Example:
         >>> chat = GroundingChat(model, tok, processors, {"image": 64})
@@ -89,9 +91,11 @@ class GroundingChat:
         max_length: int = 2048,
         generation: Mapping[str, Any] | None = None,
         device: str = "cpu",
+        dtype: str | None = None,
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.eval().requires_grad_(False).to(self.device)
+        self.dtype = getattr(torch, dtype) if dtype else None
+        self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.tokenizer = tokenizer
         self.processors = dict(processors)
         self.formatter = ConversationFormatter(tokenizer, modality_specs(media_tokens), system)
@@ -118,7 +122,8 @@ class GroundingChat:
         unknown = set(given) - set(self.formatter.specs) or set(given) - set(self.processors)
         if unknown:
             raise ValueError(f"this model/config cannot take {sorted(unknown)} input")
-        media = {m: self.processors[m](p)[None].to(self.device) for m, p in given.items()}
+        media = {m: self.processors[m](p)[None] for m, p in given.items()}  # (1, ...) each
+        media = {m: x.to(self.device, self.dtype) for m, x in media.items()}
         with torch.no_grad():
             self.features = self.model.encode(media) if media else {}
         self.paths = given
