@@ -140,6 +140,7 @@ def test_missing_media_is_skipped_counted_and_a_miss(single_run) -> None:
     assert skipped[0]["output"] is None and skipped[0]["score"] == 0.0
     assert skipped[0]["prediction"] is None
     assert metrics["skipped/total"] == 1 and metrics["test/rec/skipped"] == 1
+    assert metrics["skipped/missing_file"] == 1  # the reason is kept, not a generic "unreadable"
     assert (
         sum(v for k, v in metrics.items() if k.startswith("skipped/") and k != "skipped/total") == 1
     )

@@ -50,7 +50,8 @@ class MediaError(ValueError):
         super().__init__(f"{self.path}: {reason}")
 
 
-def _check_exists(path: str | Path, modality: str = "media") -> Path:
+def check_media_file(path: str | Path, modality: str = "media") -> Path:
+    """``path`` as a Path if it is a non-empty file, else a `MediaError` with its skip kind."""
     path = Path(path)
     if not path.is_file():
         raise MediaError(path, "file not found", kind="missing_file")
@@ -136,7 +137,7 @@ def open_rgb(path: str | Path) -> Image.Image:
 
     EXIF orientation is deliberately not applied: dataset boxes refer to the stored pixels.
     """
-    path = _check_exists(path, "image")
+    path = check_media_file(path, "image")
     try:
         with Image.open(path) as img:
             img.load()  # a truncated file fails here, not later in a worker's resize
@@ -235,7 +236,7 @@ def uniform_indices(n_total: int, num: int) -> torch.Tensor:
 def _open_video(path: str | Path, **kwargs):
     import decord
 
-    path = _check_exists(path, "video")
+    path = check_media_file(path, "video")
     try:
         vr = decord.VideoReader(str(path), **kwargs)
     except Exception as err:  # decord raises DECORDError / RuntimeError without a common base
@@ -449,7 +450,7 @@ class AudioProcessor:
         """Mono waveform ``(1, T)`` at ``sample_rate``; `MediaError` if absent or empty."""
         import decord
 
-        path = _check_exists(path, "audio")
+        path = check_media_file(path, "audio")
         try:
             reader = decord.AudioReader(str(path), sample_rate=self.sample_rate, mono=True)
             samples = reader[:].asnumpy()

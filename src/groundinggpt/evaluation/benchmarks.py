@@ -37,7 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from groundinggpt.data.media import MediaError, box_from_padded, box_to_padded
+from groundinggpt.data.media import MediaError, box_from_padded, box_to_padded, check_media_file
 from groundinggpt.evaluation.annotations import (
     PLACEHOLDERS,
     as_paths,
@@ -152,14 +152,6 @@ def _duration(sample: BenchmarkSample) -> float:
 # ---------------------------------------------------------------------------- complete_meta
 
 
-def _require_file(path: str) -> None:
-    p = Path(path)
-    if not p.is_file():
-        raise MediaError(p, "file not found")
-    if p.stat().st_size == 0:
-        raise MediaError(p, "file is empty")
-
-
 def image_size(path: str | Path) -> tuple[int, int]:
     """``(width, height)`` from the image header (no decoding); `MediaError` if unreadable.
 
@@ -169,7 +161,7 @@ def image_size(path: str | Path) -> tuple[int, int]:
     """
     from PIL import Image, UnidentifiedImageError
 
-    _require_file(str(path))
+    check_media_file(path, "image")
     try:
         with Image.open(path) as img:
             w, h = img.size
@@ -239,8 +231,8 @@ def complete_meta(sample: BenchmarkSample) -> BenchmarkSample:
         (640, 427)
     """
     meta = dict(sample.meta)
-    for path in sample.media.values():
-        _require_file(path)
+    for key, path in sample.media.items():
+        check_media_file(path, "audio" if key == "sound" else key)
     if sample.task in ("rec", "sl"):
         meta["width"], meta["height"] = _checked_size(sample.media["image"], meta)
     if sample.task == "vtg" and meta.get("duration") is None:
