@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hydra import compose, initialize_config_dir
@@ -68,3 +69,26 @@ def tokenizer():
     from groundinggpt.data.tokenizer import build_tokenizer
 
     return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> SimpleNamespace:
+    """Random weights of the default tiny model, saved once in both checkpoint formats.
+
+    ``.ckpt`` is laid out like a Lightning checkpoint from ``train.py``; ``.safetensors`` like a
+    converted release. Both hold the same tensors (seed 0).
+    """
+    import hydra
+    import torch
+    from safetensors.torch import save_file
+
+    root = tmp_path_factory.mktemp("tiny_weights")
+    cfg = compose_config(["ckpt_path=unused"], root, root / "run", config_name="eval")
+    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
+    torch.manual_seed(0)
+    model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    ckpt, safetensors = root / "tiny.ckpt", root / "tiny.safetensors"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, ckpt)
+    save_file(state, str(safetensors))
+    return SimpleNamespace(ckpt=ckpt, safetensors=safetensors)

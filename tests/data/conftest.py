@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import wave
-from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -13,18 +11,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from groundinggpt.data.synthetic import writers
+
 SR = 16000
 
 
 def write_wav(path: Path, samples: np.ndarray, sample_rate: int = SR) -> Path:
     """16-bit mono PCM wav."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
+    return writers.write_wav(path, samples, sample_rate)
 
 
 def write_audio(path: Path, samples: np.ndarray, sample_rate: int = SR) -> Path:
@@ -58,35 +53,9 @@ def write_mp4(
     ``frame_ms`` gives each frame its own duration in milliseconds (variable frame rate).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w", format="mp4") as c:
-        video = c.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt = size, size, "yuv420p"
-        video.bit_rate = 2_000_000
-        if frame_ms is not None:
-            video.codec_context.time_base = Fraction(1, 1000)
-            video.time_base = Fraction(1, 1000)
-        if audio is not None:
-            sound = c.add_stream("aac", rate=SR)
-            sound.layout = "mono"
-        pts = 0
-        for i in range(n_frames):
-            frame = av.VideoFrame.from_ndarray(
-                np.full((size, size, 3), 8 * i + 4, np.uint8), format="rgb24"
-            )
-            if frame_ms is not None:
-                frame.pts, frame.time_base = pts, Fraction(1, 1000)
-                pts += frame_ms[i]
-            for packet in video.encode(frame):
-                c.mux(packet)
-        for packet in video.encode():
-            c.mux(packet)
-        if audio is not None:
-            chunk = av.AudioFrame.from_ndarray(
-                audio[None].astype(np.float32), format="fltp", layout="mono"
-            )
-            chunk.sample_rate = SR
-            for packet in [*sound.encode(chunk), *sound.encode()]:
-                c.mux(packet)
+    grey = 8 * np.arange(n_frames, dtype=np.uint8) + 4
+    frames = np.broadcast_to(grey[:, None, None, None], (n_frames, size, size, 3)).copy()
+    writers.write_mp4(path, frames, fps, 2_000_000, audio=audio, sample_rate=SR, frame_ms=frame_ms)
     return path
 
 

@@ -1,15 +1,14 @@
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from tests.data.conftest import SR, write_mp4, write_wav
 
 from groundinggpt.data.media import (
     PAD_COLOR,
@@ -22,46 +21,6 @@ from groundinggpt.data.media import (
     pad_offsets,
     uniform_indices,
 )
-
-SR = 16000
-
-
-# ----------------------------------------------------------------------------------- helpers
-
-
-def _write_wav(path: Path, samples: np.ndarray, sample_rate: int = SR) -> Path:
-    with wave.open(str(path), "wb") as f:
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(sample_rate)
-        f.writeframes((np.clip(samples, -1, 1) * 32767).astype("<i2").tobytes())
-    return path
-
-
-def _write_mp4(path: Path, n_frames: int, fps: int = 8, audio: np.ndarray | None = None) -> Path:
-    """Frame i is a flat grey of value 8 * i + 4, so decoded frames reveal their index."""
-    with av.open(str(path), "w", format="mp4") as c:
-        video = c.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt = 32, 32, "yuv420p"
-        video.bit_rate = 2_000_000
-        if audio is not None:
-            sound = c.add_stream("aac", rate=SR)
-            sound.layout = "mono"
-        for i in range(n_frames):
-            frame = np.full((32, 32, 3), 8 * i + 4, np.uint8)
-            for packet in video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                c.mux(packet)
-        for packet in video.encode():
-            c.mux(packet)
-        if audio is not None:
-            chunk = av.AudioFrame.from_ndarray(
-                audio[None].astype(np.float32), format="fltp", layout="mono"
-            )
-            chunk.sample_rate = SR
-            for packet in [*sound.encode(chunk), *sound.encode()]:
-                c.mux(packet)
-    return path
-
 
 # ------------------------------------------------------------------------------------- image
 
@@ -169,7 +128,7 @@ def test_uniform_indices_are_segment_midpoints() -> None:
 
 @pytest.mark.parametrize("n_frames", [5, 20])
 def test_video_samples_uniform_frames(tmp_path: Path, n_frames: int) -> None:
-    path = _write_mp4(tmp_path / "v.mp4", n_frames)
+    path = write_mp4(tmp_path / "v.mp4", n_frames)
     proc = VideoProcessor(num_frames=8, size=16, mean=(0, 0, 0), std=(1, 1, 1))
     x = proc(path)
     assert x.shape == (8, 3, 16, 16) and torch.isfinite(x).all()
@@ -179,9 +138,7 @@ def test_video_samples_uniform_frames(tmp_path: Path, n_frames: int) -> None:
 
 
 def test_video_duration(tmp_path: Path) -> None:
-    assert VideoProcessor().duration(_write_mp4(tmp_path / "v.mp4", 20, fps=8)) == pytest.approx(
-        2.5
-    )
+    assert VideoProcessor().duration(write_mp4(tmp_path / "v.mp4", 20, fps=8)) == pytest.approx(2.5)
 
 
 def test_missing_or_corrupt_video_raises(tmp_path: Path) -> None:
@@ -206,14 +163,14 @@ def test_missing_or_corrupt_video_raises(tmp_path: Path) -> None:
     ids=["silent", "short", "long", "tiny"],
 )
 def test_wav_gives_finite_clips(tmp_path: Path, samples: np.ndarray) -> None:
-    x = AudioProcessor()(_write_wav(tmp_path / "a.wav", samples))
+    x = AudioProcessor()(write_wav(tmp_path / "a.wav", samples))
     assert x.shape == (3, 1, 128, 204)
     assert torch.isfinite(x).all()
 
 
 def test_audio_is_resampled_to_16k(tmp_path: Path) -> None:
     samples = 0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * 44100) / 44100)
-    wave_ = AudioProcessor().load_waveform(_write_wav(tmp_path / "a.wav", samples, 44100))
+    wave_ = AudioProcessor().load_waveform(write_wav(tmp_path / "a.wav", samples, 44100))
     assert wave_.shape == (1, 2 * SR)
 
 
@@ -226,7 +183,7 @@ def test_clip_starts_spread_over_the_sound() -> None:
 def test_pitch_moves_the_mel_peak(tmp_path: Path) -> None:
     peaks = []
     for hz in (300, 1200, 4000):
-        path = _write_wav(
+        path = write_wav(
             tmp_path / f"{hz}.wav", 0.5 * np.sin(2 * np.pi * hz * np.arange(SR * 2) / SR)
         )
         peaks.append(int(AudioProcessor()(path)[0, 0, :, 50].argmax()))
@@ -235,17 +192,17 @@ def test_pitch_moves_the_mel_peak(tmp_path: Path) -> None:
 
 def test_audio_track_of_mp4(tmp_path: Path) -> None:
     tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(2 * SR) / SR)
-    x = AudioProcessor()(_write_mp4(tmp_path / "with.mp4", 8, audio=tone))
+    x = AudioProcessor()(write_mp4(tmp_path / "with.mp4", 8, audio=tone))
     assert x.shape == (3, 1, 128, 204) and torch.isfinite(x).all()
     with pytest.raises(MediaError, match="without.mp4"):
-        AudioProcessor()(_write_mp4(tmp_path / "without.mp4", 8))
+        AudioProcessor()(write_mp4(tmp_path / "without.mp4", 8))
 
 
 @pytest.mark.parametrize("content", [None, b"", b"RIFFjunk", "zero-samples"])
 def test_bad_audio_raises_media_error(tmp_path: Path, content: bytes | str | None) -> None:
     path = tmp_path / "bad.wav"
     if content == "zero-samples":
-        _write_wav(path, np.zeros(0))
+        write_wav(path, np.zeros(0))
     elif content is not None:
         path.write_bytes(content)
     with pytest.raises(MediaError, match="bad.wav"):

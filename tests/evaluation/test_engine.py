@@ -8,10 +8,8 @@ from pathlib import Path
 
 import hydra
 import pytest
-import torch
 from omegaconf import open_dict
 from PIL import Image
-from safetensors.torch import save_file
 from tests.conftest import compose_config
 
 from groundinggpt.data.conversation import SPECIAL_TOKENS
@@ -65,16 +63,9 @@ def test_table_lists_every_metric() -> None:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tiny_weights) -> Path:
     """Random tiny weights as .safetensors (the format of converted releases)."""
-    root = tmp_path_factory.mktemp("ckpt")
-    cfg = compose_config(["ckpt_path=unused"], root, root / "run", config_name="eval")
-    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
-    torch.manual_seed(0)
-    model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
-    path = root / "tiny.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    return path
+    return tiny_weights.safetensors
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import hydra
 import pytest
-import torch
 from PIL import Image
 from tests.conftest import CONFIG_DIR, compose_config
 
@@ -45,15 +44,8 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cli_ckpt")
-    cfg = compose_config(["ckpt_path=x"], root, root / "o", config_name="eval")
-    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
-    torch.manual_seed(0)
-    model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
-    path = root / "tiny.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path
+def tiny_ckpt(tiny_weights) -> Path:
+    return tiny_weights.ckpt
 
 
 def _run(script: str, args: list[str], stdin: str | None = None) -> subprocess.CompletedProcess:

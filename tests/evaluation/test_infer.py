@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import wave
 from pathlib import Path
 
-import av
 import hydra
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tests.conftest import compose_config
 
 from groundinggpt.data.media import box_from_padded
+from groundinggpt.data.synthetic.writers import write_mp4, write_wav
 from groundinggpt.evaluation import inference
 from groundinggpt.evaluation.inference import GroundingChat, chat_loop, describe, infer
 from groundinggpt.evaluation.loading import build_model
@@ -56,36 +55,20 @@ def _mp4_with_sound(path: Path, fps: int = 8) -> Path:
     """A blue ball crossing a grey scene, with a tone on the sound track (mpeg4 + aac)."""
     w, h = 64, 48
     n = int(VIDEO_SECONDS * fps)
-    with av.open(str(path), "w", format="mp4") as c:
-        video = c.add_stream("mpeg4", rate=fps)
-        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
-        sound = c.add_stream("aac", rate=SR)
-        sound.layout = "mono"
-        for i in range(n):
-            img = Image.new("RGB", (w, h), (110, 110, 120))
-            x = int(4 + (w - 20) * i / max(n - 1, 1))
-            ImageDraw.Draw(img).ellipse((x, 16, x + 14, 30), fill=(30, 60, 220))
-            frame = av.VideoFrame.from_ndarray(np.asarray(img), format="rgb24")
-            for packet in video.encode(frame):
-                c.mux(packet)
-        for packet in video.encode():
-            c.mux(packet)
-        chunk = av.AudioFrame.from_ndarray(_tone(VIDEO_SECONDS)[None], format="fltp", layout="mono")
-        chunk.sample_rate = SR
-        for packet in [*sound.encode(chunk), *sound.encode()]:
-            c.mux(packet)
+    frames = []
+    for i in range(n):
+        img = Image.new("RGB", (w, h), (110, 110, 120))
+        x = int(4 + (w - 20) * i / max(n - 1, 1))
+        ImageDraw.Draw(img).ellipse((x, 16, x + 14, 30), fill=(30, 60, 220))
+        frames.append(np.asarray(img))
+    write_mp4(path, np.stack(frames), fps, audio=_tone(VIDEO_SECONDS), sample_rate=SR)
     return path
 
 
 @pytest.fixture(scope="module")
 def media(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("media")
-    wav = root / "tone.wav"
-    with wave.open(str(wav), "wb") as f:  # 16-bit PCM mono
-        f.setnchannels(1)
-        f.setsampwidth(2)
-        f.setframerate(SR)
-        f.writeframes((_tone(2.5, 660.0) * 32767).astype("<i2").tobytes())
+    wav = write_wav(root / "tone.wav", _tone(2.5, 660.0), SR)
     return {
         "photo": _photo(root / "photo.jpg"),
         "mp4": _mp4_with_sound(root / "ball.mp4"),
@@ -94,16 +77,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory) -> Path:
+def ckpt(tiny_weights) -> Path:
     """The tiny model's random weights saved as a Lightning-style checkpoint."""
-    root = tmp_path_factory.mktemp("ckpt")
-    cfg = compose_config(["ckpt_path=unused"], root, root / "run", config_name="infer")
-    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
-    torch.manual_seed(0)
-    model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
-    path = root / "tiny.ckpt"
-    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, path)
-    return path
+    return tiny_weights.ckpt
 
 
 def _cfg(tmp_path: Path, ckpt: Path, **kwargs):

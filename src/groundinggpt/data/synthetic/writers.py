@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import wave
+from collections.abc import Sequence
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +16,23 @@ def write_png(path: Path, rgb: np.ndarray) -> None:
     Image.fromarray(rgb, mode="RGB").save(path, format="PNG")
 
 
-def write_mp4(path: Path, frames: np.ndarray, fps: int, bit_rate: int = 4_000_000) -> None:
+def write_mp4(
+    path: Path,
+    frames: np.ndarray,
+    fps: int,
+    bit_rate: int = 4_000_000,
+    audio: np.ndarray | None = None,
+    sample_rate: int = 16000,
+    frame_ms: Sequence[int] | None = None,
+) -> None:
     """Write uint8 ``(T, H, W, 3)`` frames as an MPEG-4 Part 2 mp4 that decord reads.
 
     A high bit-rate and a low quantiser range keep flat palette colours close to exact; a single
     encoder thread keeps the bytes reproducible.
+
+    Args:
+        audio: optional mono float samples in [-1, 1]: muxed as an AAC track.
+        frame_ms: optional per-frame durations in milliseconds (a variable frame rate video).
     """
     import av
 
@@ -29,21 +43,40 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, bit_rate: int = 4_000_00
         stream.bit_rate = bit_rate
         stream.codec_context.thread_count = 1
         stream.codec_context.options = {"qmin": "1", "qmax": "3"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        if frame_ms is not None:
+            stream.codec_context.time_base = stream.time_base = Fraction(1, 1000)
+        sound = None
+        if audio is not None:
+            sound = container.add_stream("aac", rate=sample_rate)
+            sound.layout = "mono"
+        pts = 0
+        for i, frame in enumerate(frames):
+            out = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if frame_ms is not None:
+                out.pts, out.time_base = pts, Fraction(1, 1000)
+                pts += frame_ms[i]
+            for packet in stream.encode(out):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None:
+            chunk = av.AudioFrame.from_ndarray(
+                np.asarray(audio, np.float32)[None], format="fltp", layout="mono"
+            )
+            chunk.sample_rate = sample_rate
+            for packet in [*sound.encode(chunk), *sound.encode()]:
+                container.mux(packet)
 
 
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
-    """Write float samples in [-1, 1] as mono 16-bit PCM WAV."""
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> Path:
+    """Write float samples in [-1, 1] as mono 16-bit PCM WAV; returns ``path``."""
     pcm = np.round(np.clip(samples, -1.0, 1.0) * 32767.0).astype("<i2")
     with wave.open(str(path), "wb") as f:
         f.setnchannels(1)
         f.setsampwidth(2)
         f.setframerate(sample_rate)
         f.writeframes(pcm.tobytes())
+    return path
 
 
 def tone(
