@@ -83,17 +83,29 @@ class MLPAdapter(nn.Module):
     Args:
         in_dim: encoder feature width.
         out_dim: LLM hidden size (also the hidden width of the MLP).
+        out_norm: if set, a final ``LayerNorm`` whose gain starts at this value, so that the
+            output tokens start at the scale of the LLM's token embeddings (e.g. its
+            ``initializer_range``) instead of ~15x larger on a random-init LLM. ``None`` (the
+            reference projector) adds no module, so checkpoints keep their keys.
 
     Example:
         >>> MLPAdapter(in_dim=16, out_dim=32)(torch.zeros(2, 9, 16)).shape
         torch.Size([2, 9, 32])
+        >>> round(MLPAdapter(in_dim=16, out_dim=32, out_norm=0.02).norm.weight[0].item(), 4)
+        0.02
     """
 
-    def __init__(self, in_dim: int = 1024, out_dim: int = 4096) -> None:
+    def __init__(
+        self, in_dim: int = 1024, out_dim: int = 4096, out_norm: float | None = None
+    ) -> None:
         super().__init__()
         self.fc1 = nn.Linear(in_dim, out_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(out_dim, out_dim)
+        self.norm = None
+        if out_norm is not None:
+            self.norm = nn.LayerNorm(out_dim)
+            nn.init.constant_(self.norm.weight, out_norm)
         self.out_dim = out_dim
 
     def num_tokens(self, num_input_tokens: int) -> int:
@@ -102,7 +114,8 @@ class MLPAdapter(nn.Module):
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Map ``(B, N, in_dim)`` to ``(B, N, out_dim)``."""
-        return self.fc2(self.act(self.fc1(features)))
+        out = self.fc2(self.act(self.fc1(features)))  # (B, N, out_dim)
+        return out if self.norm is None else self.norm(out)
 
 
 class VideoQFormerAdapter(nn.Module):
