@@ -48,3 +48,15 @@ def test_real_size_model_config_composes(tmp_path):
     cfg = compose_config(["model=groundinggpt_7b", "tokenizer=vicuna"], tmp_path, tmp_path / "o")
     assert cfg.model.media_tokens == {"image": 576, "video": 64, "audio": 8}
     assert cfg.model.adapters.image.out_dim == 4096
+
+
+def test_replay_ablation_sweeps_ratio_and_seed(tmp_path):
+    from hydra import compose, initialize_config_dir
+
+    overrides = [f"paths.root_dir={tmp_path}", "hparams_search=replay_ablation"]
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    assert params["data.replay_ratio"].split(",")[0] == "0" and params["seed"] == "42,43"
+    # One run dir per job, named after what the job changes.
+    assert cfg.hydra.sweep.subdir == f"replay{cfg.data.replay_ratio}_seed{cfg.seed}"
