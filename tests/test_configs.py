@@ -20,10 +20,11 @@ def test_experiment_composes_and_instantiates(experiment, make_cfg):
     from groundinggpt.training.train import build
 
     cfg = make_cfg([f"experiment={experiment}"])
-    assert cfg.data.stage == cfg.stage.name == experiment
+    # Variants (stage2_fine_learn) reuse their stage: the name starts with it.
+    assert cfg.data.stage == cfg.stage.name and experiment.startswith(cfg.stage.name)
     module, dm, trainer = build(cfg)
     dm.setup()
-    assert len(dm.datasets["train"]) > 0 and len(dm.datasets["val"]) == 4
+    assert len(dm.datasets["train"]) > 0 and len(dm.datasets["val"]) == len(cfg.data.val) > 0
     assert module.trainable_counts["adapter.image"] > 0
     assert module.trainable_counts["encoder.image"] == 0
 
