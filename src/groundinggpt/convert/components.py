@@ -14,7 +14,8 @@ reading keys below ``src`` and writing keys below ``dst``:
 - `hf_blip2_vision_rules`: HF ``Blip2VisionModel`` -> timm ``Eva`` (its ``post_layernorm`` is
   LAVIS's ``ln_vision``).
 - `imagebind_audio_rules`: ImageBind's audio branch; other modalities dropped.
-- `clip_vision_rules`: HF ``CLIPModel``/``CLIPVisionModel`` -> ``CLIPVisionModel``.
+- `clip_vision_rules`: HF ``CLIPModel``/``CLIPVisionModel`` (with or without the
+  ``vision_model.`` prefix) -> ``CLIPVisionModel``.
 
 `blip2_video_encoder_conversion` and `load_conversion` put them together for the encoders'
 ``pretrained=`` arguments.
@@ -133,16 +134,35 @@ def check_imagebind_logit_scale(state: Mapping[str, torch.Tensor], key: str, sca
 
 
 def clip_vision_rules(src: str, dst: str) -> KeyRules:
-    """HF CLIP keys below ``src`` (``vision_model.*``) -> ``CLIPVisionModel`` at ``dst``.
+    """HF CLIP vision keys below ``src`` -> ``CLIPVisionModel`` at ``dst``.
 
-    Checkpoints on the hub keep ``vision_model.`` in their keys; whether the installed
-    ``CLIPVisionModel`` does too depends on the transformers version, so it is asked.
+    Reads three layouts, told apart by their keys (a file mixing two fails: both map to the
+    same target):
+
+    - ``CLIPModel`` (e.g. ``openai/clip-vit-large-patch14-336``): ``vision_model.*`` plus the
+      text tower, projections and ``logit_scale``, which are dropped as the CLIP text side;
+    - ``CLIPVisionModel`` from transformers < 5 (and the hub): ``vision_model.*`` only;
+    - ``CLIPVisionModel.save_pretrained`` of transformers >= 5: no prefix (``embeddings.*``,
+      ``pre_layrnorm.*``, ``encoder.layers.*``, ``post_layernorm.*``).
+
+    Only the vision tower's four parts are renamed: any other key stays unknown. Whether the
+    installed ``CLIPVisionModel`` keeps ``vision_model.`` in its own keys depends on the
+    transformers version too, so the target side asks it.
+
+    Example:
+        >>> rules = clip_vision_rules("", "model.")
+        >>> rules.target("encoder.layers.0.mlp.fc1.weight") == rules.target(
+        ...     "vision_model.encoder.layers.0.mlp.fc1.weight")
+        True
     """
     s, inner = re.escape(src), "vision_model." if _clip_keeps_vision_model_prefix() else ""
+    tower = r"(?:vision_model\.)?"
+    parts = r"(embeddings\.(?:class_embedding$|patch_embedding\.|position_embedding\.)"
+    parts += r"|pre_layrnorm\.|encoder\.layers\.\d+\.|post_layernorm\.)"
     return (
         KeyRules()
-        .drop(s + r"vision_model\.embeddings\.position_ids$", "buffer recomputed by transformers")
-        .rename(s + r"vision_model\.(.+)$", dst + inner + r"\1")
+        .drop(s + tower + r"embeddings\.position_ids$", "buffer recomputed by transformers")
+        .rename(s + tower + parts + r"(.*)$", dst + inner + r"\1\2")
         .drop(s + r"(text_model\.|text_projection|visual_projection|logit_scale)", "CLIP text side")
     )
 

@@ -179,7 +179,8 @@ def convert_released(
 
     Args:
         released: the release's tensors (all shards merged, keys as stored).
-        clip: HF CLIP weights (``vision_model.*``) for the image encoder the release lacks.
+        clip: HF CLIP weights (any layout `clip_vision_rules` reads) for the image encoder the
+            release lacks.
         released_ids: the nine tokens' ids in the release (default: LEGO's order at the end).
         target_ids: their ids in this project (default: SPECIAL_TOKENS order at the end).
         vit_depth: EVA blocks the video encoder keeps.

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from groundinggpt.data.conversation import SPECIAL_TOKENS, ModalitySpec, modality_specs
 from groundinggpt.models.llm import add_special_tokens
@@ -28,8 +29,22 @@ class ModalityBranch(nn.Module):
         # Skip the encoder's autograd graph when it is frozen: saves most of the memory.
         needs_grad = any(p.requires_grad for p in self.encoder.parameters())
         with torch.set_grad_enabled(needs_grad and torch.is_grad_enabled()):
-            features = self.encoder(media)
+            # A frozen encoder may be stored in bf16 while the adapter keeps fp32 weights.
+            features = self.encoder(media.to(_dtype_of(self.encoder, media.dtype)))
+        features = features.to(_dtype_of(self.adapter, features.dtype))
+        if self.checkpoint_adapter and torch.is_grad_enabled():
+            return checkpoint(self.adapter, features, use_reentrant=False)
         return self.adapter(features)  # (B, N, D_llm)
+
+    checkpoint_adapter: bool = False  # gradient checkpointing of the adapter (a memory switch)
+
+
+def _dtype_of(module: nn.Module, default: torch.dtype) -> torch.dtype:
+    """The floating dtype of ``module``'s first parameter (``default`` for inputs otherwise)."""
+    if not default.is_floating_point:
+        return default
+    param = next(module.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else default
 
 
 class GroundingGPT(nn.Module):
@@ -87,6 +102,36 @@ class GroundingGPT(nn.Module):
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
         return embeds
 
+    def absent_branch_term(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``0 *`` the trainable parameters of every branch that ``features`` lacks.
+
+        Added to the loss, it gives those parameters a (zero) gradient, so data-parallel
+        training sees the same parameters used on every rank and every step, whatever media
+        a batch holds: plain DDP (no ``find_unused_parameters`` graph search) stays in step.
+        """
+        params = [
+            p
+            for name, branch in self.branches.items()
+            if name not in features
+            for p in branch.parameters()
+            if p.requires_grad
+        ]
+        return zero_term(params, self.llm.get_input_embeddings().weight)
+
+    def gradient_checkpointing(self, llm: bool = True, adapters: bool = True) -> None:
+        """Recompute activations in the backward pass instead of keeping them (memory switch).
+
+        ``llm`` uses Hugging Face's own ``gradient_checkpointing_enable`` (non-reentrant, so it
+        works with frozen embeddings and LoRA); ``adapters`` checkpoints each adapter call.
+        """
+        if llm:
+            self.llm.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            self.llm.config.use_cache = False  # the cache is for generation, not training
+        for branch in self.branches.values():
+            branch.checkpoint_adapter = adapters
+
     def embed(self, input_ids: torch.Tensor, media: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Token embeddings with every modality's patch positions filled by its branch output."""
         return self.splice(input_ids, self.encode(media))
@@ -121,9 +166,19 @@ class GroundingGPT(nn.Module):
         features = self.encode(media) if features is None else features
         embeds = self.splice(input_ids, features)
         generate_kwargs.setdefault("do_sample", False)
-        return self.llm.generate(
-            inputs_embeds=embeds, attention_mask=attention_mask, use_cache=True, **generate_kwargs
-        )
+        generate_kwargs.setdefault("use_cache", True)
+        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+
+
+def zero_term(params: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
+    """A scalar ``0`` that depends on every tensor of ``params`` (zero gradients for all).
+
+    ``like`` gives the device and dtype of the result when ``params`` is empty.
+    """
+    total = torch.zeros((), device=like.device, dtype=torch.float32)
+    for p in params:
+        total = total + p.sum().float() * 0.0
+    return total
 
 
 def build_grounding_model(

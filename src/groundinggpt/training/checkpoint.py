@@ -4,11 +4,30 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from groundinggpt.training.lora import apply_lora, has_lora_keys, merge_lora
+
 log = logging.getLogger(__name__)
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """``(model tensors, extra entries)`` of a ``.safetensors`` file or a Lightning ``.ckpt``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path)), {}
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    state = ckpt.get("state_dict", ckpt)
+    prefix = "model."
+    tensors = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return tensors, {"lora": ckpt.get("lora")} if "state_dict" in ckpt else {}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -17,26 +36,35 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     Lightning checkpoints prefix the model's keys with ``model.`` (the attribute of the
     LightningModule); that prefix is removed so the keys match :class:`GroundingGPT`.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path))
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    state = ckpt.get("state_dict", ckpt)
-    prefix = "model."
-    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+    return _read(path)[0]
 
 
 def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> None:
     """Load ``path`` into ``model`` and report what did not match.
 
+    A checkpoint of a LoRA run (peft key names) is loaded into the same LoRA layers, rebuilt
+    from the settings the checkpoint carries, and merged: ``model`` stays a plain model.
+
     Raises:
         KeyError: with ``strict``, when keys are missing or unexpected.
+        ValueError: LoRA weights without the settings to rebuild them.
     """
-    state = read_state_dict(path)
+    state, extra = _read(path)
+    if has_lora_keys(state) and not hasattr(model.llm, "peft_config"):
+        if not extra.get("lora"):
+            raise ValueError(
+                f"{path} holds LoRA weights but not their settings (r, alpha, target modules): "
+                "it was not saved by this project's training module"
+            )
+        apply_lora(model, extra["lora"])
+        _load(model, state, path, strict)
+        merge_lora(model)
+        log.info("merged the LoRA weights of %s (%s)", path, extra["lora"])
+        return
+    _load(model, state, path, strict)
+
+
+def _load(model: nn.Module, state: dict[str, torch.Tensor], path, strict: bool) -> None:
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         msg = (

@@ -11,8 +11,15 @@ import lightning as L
 import torch
 
 from groundinggpt.grounding.metrics import GroundingMetrics
-from groundinggpt.models.grounding_model import GroundingGPT
+from groundinggpt.models.grounding_model import GroundingGPT, zero_term
 from groundinggpt.training.checkpoint import load_weights
+from groundinggpt.training.lora import lora_settings
+from groundinggpt.training.precision import (
+    cast_frozen_encoders,
+    check_master_weights,
+    keep_trainable_fp32,
+    resolve_frozen_dtype,
+)
 from groundinggpt.training.trainability import apply_trainability
 
 log = logging.getLogger(__name__)
@@ -64,8 +71,15 @@ class GroundingLitModule(L.LightningModule):
         warmup_ratio: share of the optimisation steps spent in linear warm-up.
         generation: kwargs of ``generate`` during validation/test (``max_new_tokens``...).
         init_from: checkpoint whose model weights start this run (the previous stage);
-            unlike ``ckpt_path`` it restores no optimizer or loop state.
+            unlike ``ckpt_path`` it restores no optimizer or loop state. A LoRA checkpoint is
+            merged into plain weights first, so the next stage may use LoRA again or not.
         num_plot_samples: how many validation predictions to keep for the picture.
+        gradient_checkpointing: recompute activations in the backward pass: ``{llm: bool,
+            adapters: bool}`` (``true`` = both), independent of the distributed strategy.
+        frozen_dtype: storage dtype of the frozen encoders: ``"auto"`` (bfloat16 when the
+            trainer computes in bf16, except under FSDP, whose flat parameters need one
+            dtype per unit), ``"bfloat16"``, ``"float32"`` or ``None`` (leave as built).
+            Trainable parameters are always fp32 master weights: see `precision.py`.
 
     Example:
         >>> module = GroundingLitModule(model, tok, partial(torch.optim.AdamW, lr=2e-5), sched)
@@ -83,6 +97,8 @@ class GroundingLitModule(L.LightningModule):
         generation: Mapping[str, Any] | None = None,
         init_from: str | None = None,
         num_plot_samples: int = 8,
+        gradient_checkpointing: bool | Mapping[str, bool] = False,
+        frozen_dtype: str | None = "auto",
     ) -> None:
         super().__init__()
         self.model = model
@@ -97,6 +113,11 @@ class GroundingLitModule(L.LightningModule):
         spec = dict(trainable or {})
         spec.setdefault("num_new_tokens", len(model.patch_token_ids) * 3)
         self.trainable_counts = apply_trainability(self.model, **spec)
+        keep_trainable_fp32(self.model)
+        if gradient_checkpointing:
+            switches = {} if gradient_checkpointing is True else dict(gradient_checkpointing)
+            self.model.gradient_checkpointing(**switches)
+        self.frozen_dtype = frozen_dtype
         self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
         self.skipped: Counter[str] = Counter()
         self.plot_samples: list[dict[str, Any]] = []
@@ -111,15 +132,27 @@ class GroundingLitModule(L.LightningModule):
     def _count_skipped(self, batch: Mapping[str, Any]) -> None:
         self.skipped.update(batch.get("skipped", []))
 
+    def setup(self, stage: str) -> None:
+        dtype = resolve_frozen_dtype(self.frozen_dtype, self.trainer)
+        if dtype is not None:
+            cast_frozen_encoders(self.model, dtype)
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int):
         self._count_skipped(batch)
         if not batch["size"]:
-            return None  # every sample of the batch was skipped (counted above)
+            # Every sample was skipped (counted above). Returning None would skip backward on
+            # this rank only and stall the others in their gradient all-reduce; a zero loss
+            # through every trainable parameter keeps all ranks in step.
+            trainable = [p for p in self.model.parameters() if p.requires_grad]
+            return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
+        features = self.model.encode(batch["media"])
         out = self.model(
-            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"]
+            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
-        return out.loss
+        # Branches without media in this batch still join the graph (with zero gradients), so
+        # DDP needs no `find_unused_parameters` search (see GroundingGPT.absent_branch_term).
+        return out.loss + self.model.absent_branch_term(features)
 
     def _eval_step(self, batch: Mapping[str, Any], split: str) -> None:
         self._count_skipped(batch)
@@ -182,6 +215,7 @@ class GroundingLitModule(L.LightningModule):
         params = [p for p in self.model.parameters() if p.requires_grad]
         if not params:
             raise ValueError("nothing to train: every parameter is frozen (check `trainable`)")
+        check_master_weights(params, self.trainer)
         optimizer = self.optimizer_factory(params)
         if self.scheduler_factory is None:
             return optimizer
@@ -198,6 +232,9 @@ class GroundingLitModule(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["skipped"] = dict(self.skipped)
+        lora = lora_settings(self.model)
+        if lora is not None:  # how to merge this checkpoint's LoRA weights (eval, init_from)
+            checkpoint["lora"] = lora
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self.skipped = Counter(checkpoint.get("skipped", {}))

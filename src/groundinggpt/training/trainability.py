@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from groundinggpt.models.grounding_model import GroundingGPT
+from groundinggpt.training.lora import apply_lora
 
 log = logging.getLogger(__name__)
 _MODES = {"frozen", "full", "lora"}
@@ -34,19 +35,6 @@ def _train_rows_from(weight: nn.Parameter, first_row: int) -> None:
     mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
     mask[first_row:] = 1.0
     weight.register_hook(lambda grad: grad * mask.to(grad.device, grad.dtype))
-
-
-def _apply_lora(model: GroundingGPT, lora: Mapping[str, Any]) -> None:
-    from peft import LoraConfig, get_peft_model
-
-    cfg = LoraConfig(
-        r=int(lora.get("r", 8)),
-        lora_alpha=int(lora.get("alpha", 16)),
-        lora_dropout=float(lora.get("dropout", 0.05)),
-        target_modules=list(lora.get("target_modules", ["q_proj", "k_proj", "v_proj", "o_proj"])),
-        task_type="CAUSAL_LM",
-    )
-    model.llm = get_peft_model(model.llm, cfg)
 
 
 def apply_trainability(
@@ -78,7 +66,7 @@ def apply_trainability(
         _set(branch.adapter, adapters == "full")
     if llm == "lora":
         _set(model.llm, False)
-        _apply_lora(model, lora or {})
+        apply_lora(model, lora or {})
     else:
         _set(model.llm, llm == "full")
     if llm != "full" and new_token_embeddings and num_new_tokens > 0:
