@@ -1,4 +1,4 @@
-"""Convert the released GroundingGPT-7B into this project's checkpoint.
+"""Convert the released GroundingGPT-7B into this project's checkpoint (or merge a LoRA run).
 
 Example:
     python -m groundinggpt.convert --released ckpt/GroundingGPT \\
@@ -8,6 +8,9 @@ Example:
 Writes ``--out`` (every tensor of the model, our keys: loads with ``ckpt_path=`` / ``init_from=``),
 optionally ``--adapters-out`` (the adapters only) and ``<out>.json``, a report of where every
 released tensor went and why the dropped ones are not used.
+
+``python -m groundinggpt.convert merge-lora CKPT --out X.safetensors`` merges a LoRA run's
+checkpoint into plain weights (`groundinggpt.convert.merge_lora`).
 """
 
 from __future__ import annotations
@@ -103,6 +106,19 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{conv.summary()}\nwrote {args.out} (report: {report_path})")
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """``merge-lora ...`` or the released-checkpoint converter's flags."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge-lora"]:
+        from groundinggpt.convert.merge_lora import main as merge_main
+
+        merge_main(argv[1:])
+    else:
+        main(argv)
+
+
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    main()
+    cli()
