@@ -113,13 +113,9 @@ def test_llm_family_generates_the_same_with_and_without_kv_cache(make_cfg, famil
     ]
 
 
-@pytest.mark.xfail(
-    raises=TypeError,
-    strict=True,
-    reason="GroundingGPT.generate passes use_cache=True itself: generation cannot turn it off",
-)
-def test_use_cache_false_passes_through_generation(make_cfg) -> None:
-    model, tok, batch = _validation_batch(make_cfg(_overrides("qwen2_tiny")))
+@pytest.mark.parametrize("llm", ["llama_tiny", "qwen2_tiny"])
+def test_use_cache_false_passes_through_generation(make_cfg, llm) -> None:
+    model, tok, batch = _validation_batch(make_cfg(_overrides(llm)))
     gen = {"max_new_tokens": NEW_TOKENS}
     cached = generate_answers(model, tok, batch, gen)
     assert generate_answers(model, tok, batch, {**gen, "use_cache": False}) == cached

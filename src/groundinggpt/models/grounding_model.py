@@ -121,13 +121,17 @@ class GroundingGPT(nn.Module):
     def gradient_checkpointing(self, llm: bool = True, adapters: bool = True) -> None:
         """Recompute activations in the backward pass instead of keeping them (memory switch).
 
-        ``llm`` uses Hugging Face's own ``gradient_checkpointing_enable`` (non-reentrant, so it
+        ``llm`` uses Hugging Face's own activation (gradient) checkpointing (non-reentrant, so it
         works with frozen embeddings and LoRA); ``adapters`` checkpoints each adapter call.
         """
         if llm:
-            self.llm.gradient_checkpointing_enable(
-                gradient_checkpointing_kwargs={"use_reentrant": False}
-            )
+            enable = getattr(self.llm, "activation_checkpointing_enable", None)
+            if enable is not None:  # transformers >= 5
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                self.llm.gradient_checkpointing_enable(
+                    gradient_checkpointing_kwargs={"use_reentrant": False}
+                )
             self.llm.config.use_cache = False  # the cache is for generation, not training
         for branch in self.branches.values():
             branch.checkpoint_adapter = adapters

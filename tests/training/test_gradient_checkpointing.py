@@ -1,0 +1,40 @@
+"""``module.gradient_checkpointing``: the same loss and gradients, activations recomputed."""
+
+from __future__ import annotations
+
+import hydra
+import pytest
+import torch
+
+
+def _loss_and_grads(cfg, batch, switch):
+    torch.manual_seed(0)
+    tok = hydra.utils.instantiate(cfg.tokenizer)
+    model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
+    module = hydra.utils.instantiate(
+        cfg.module, model=model, tokenizer=tok, gradient_checkpointing=switch
+    )
+    module.train()
+    loss = module.training_step(batch, 0)
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in module.named_parameters() if p.grad is not None}
+    return module, loss.detach(), grads
+
+
+@pytest.mark.parametrize("switch", [True, {"llm": True, "adapters": False}])
+def test_checkpointed_training_gives_the_same_gradients(make_cfg, switch) -> None:
+    cfg = make_cfg(["experiment=stage2_fine"])
+    tok = hydra.utils.instantiate(cfg.tokenizer)
+    hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")  # adds the tokens
+    dm = hydra.utils.instantiate(cfg.data, tokenizer=tok, _convert_="all")
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    _, plain_loss, plain = _loss_and_grads(cfg, batch, False)
+    module, loss, grads = _loss_and_grads(cfg, batch, switch)
+    assert any(getattr(m, "gradient_checkpointing", False) for m in module.model.llm.modules())
+    adapters = switch is True
+    assert all(b.checkpoint_adapter == adapters for b in module.model.branches.values())
+    torch.testing.assert_close(loss, plain_loss)
+    assert grads.keys() == plain.keys()
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-4, msg=name)
