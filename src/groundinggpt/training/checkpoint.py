@@ -14,8 +14,37 @@ from groundinggpt.training.lora import apply_lora, has_lora_keys, merge_lora
 log = logging.getLogger(__name__)
 
 
+_REMOTE = ("http://", "https://", "s3://", "gs://", "hf://", "ftp://")
+
+
+def resume_path(path: str | None, allow_remote: bool = False) -> str | None:
+    """``ckpt_path`` for ``Trainer.fit``: a local file, or a URL only when explicitly allowed.
+
+    The checkpoint is then loaded with ``weights_only=True`` either way (no pickled code runs).
+
+    Raises:
+        ValueError: a remote URL without ``allow_remote``.
+        FileNotFoundError: a local path that does not exist.
+    """
+    if path is None:
+        return None
+    path = str(path)
+    if path.startswith(_REMOTE):
+        if not allow_remote:
+            raise ValueError(
+                f"ckpt_path={path} is remote; download it and pass the local file, or set "
+                "allow_remote_checkpoints=true (it is still loaded with weights_only=True)"
+            )
+        return path
+    if path not in ("last", "best", "hpc") and not Path(path).is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
 def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """``(model tensors, extra entries)`` of a ``.safetensors`` file or a Lightning ``.ckpt``."""
+    if str(path).startswith(_REMOTE):
+        raise ValueError(f"{path}: weights are read from local files only; download it first")
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
@@ -64,7 +93,23 @@ def load_weights(model: nn.Module, path: str | Path, strict: bool = True) -> Non
     _load(model, state, path, strict)
 
 
+def non_finite(state: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating tensors of ``state`` that hold NaN or inf."""
+    return [
+        k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+
+
 def _load(model: nn.Module, state: dict[str, torch.Tensor], path, strict: bool) -> None:
+    bad = non_finite(state)
+    if bad:
+        log.warning(
+            "%s: %d of %d tensors hold NaN/inf values (e.g. %s): outputs will be garbage",
+            path,
+            len(bad),
+            len(state),
+            bad[:5],
+        )
     result = model.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
         msg = (

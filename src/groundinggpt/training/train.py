@@ -9,6 +9,8 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from groundinggpt.training.checkpoint import resume_path
+
 log = logging.getLogger(__name__)
 
 
@@ -34,8 +36,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
     """Fit (and optionally test) the configured model; returns the final logged metrics."""
     L.seed_everything(cfg.seed, workers=True)
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+    ckpt_path = resume_path(cfg.get("ckpt_path"), cfg.get("allow_remote_checkpoints", False))
     module, datamodule, trainer = build(cfg)
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    # weights_only: a checkpoint holds tensors and plain containers; pickled code never runs
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     if cfg.get("test"):
         trainer.test(module, datamodule=datamodule)
     return {k: float(v) for k, v in trainer.callback_metrics.items()}
