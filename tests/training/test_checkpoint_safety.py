@@ -68,3 +68,10 @@ def test_non_finite_weights_are_reported_at_load(tmp_path, caplog) -> None:
     with caplog.at_level(logging.WARNING):
         load_weights(holder, path, strict=False)
     assert "hold NaN/inf" in caplog.text
+
+
+def test_a_run_that_would_make_no_optimizer_step_fails(make_cfg) -> None:
+    cfg = make_cfg(["experiment=stage2_fine"])
+    cfg.data.batch_size = 1000  # more than the whole (tiny) epoch: drop_last leaves nothing
+    with pytest.raises(ValueError, match="no optimizer step"):
+        train(cfg)

@@ -217,9 +217,15 @@ class GroundingLitModule(L.LightningModule):
             raise ValueError("nothing to train: every parameter is frozen (check `trainable`)")
         check_master_weights(params, self.trainer)
         optimizer = self.optimizer_factory(params)
+        total = int(self.trainer.estimated_stepping_batches)
+        if total <= 0:
+            raise ValueError(
+                "this run would make no optimizer step: the training mixture has fewer samples "
+                "than one batch per rank (check the annotation files, data.batch_size and "
+                "trainer.limit_train_batches)"
+            )
         if self.scheduler_factory is None:
             return optimizer
-        total = int(self.trainer.estimated_stepping_batches)
         scheduler = self.scheduler_factory(
             optimizer,
             num_warmup_steps=round(self.warmup_ratio * total),
