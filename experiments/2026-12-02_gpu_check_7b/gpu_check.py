@@ -126,7 +126,6 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
 
     import hydra
-    import lightning as L
 
     cfg = compose(args)
     t0 = time.perf_counter()

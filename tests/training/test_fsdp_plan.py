@@ -58,9 +58,7 @@ def test_the_root_unit_keeps_little_of_the_frozen_encoders(planned) -> None:
         total = sum(p.numel() for p in encoder)
         assert in_root / total < 0.02, (name, in_root, total)  # patch embeddings, norms only
     # what needs gradients is sharded like the rest: nothing is left out of FSDP
-    assert not any(
-        k in planned[0].trainer.strategy for k in ("ignored_modules", "ignored_states")
-    )
+    assert not any(k in planned[0].trainer.strategy for k in ("ignored_modules", "ignored_states"))
 
 
 def test_fsdp_trains_fp32_sharded_parameters_with_bf16_compute(planned) -> None:

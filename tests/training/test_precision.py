@@ -63,7 +63,9 @@ def test_updated_parameters_are_fp32_and_a_2e5_step_moves_them(make_cfg, precisi
     assert torch.equal(after[norm].detach().bfloat16(), before[norm].bfloat16())
     # the frozen encoders take no optimizer state and are kept in bf16 to save memory
     assert all(
-        p.dtype == torch.bfloat16 for b in module.model.branches.values() for p in b.encoder.parameters()
+        p.dtype == torch.bfloat16
+        for b in module.model.branches.values()
+        for p in b.encoder.parameters()
     )
 
 

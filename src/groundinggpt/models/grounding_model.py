@@ -171,7 +171,9 @@ class GroundingGPT(nn.Module):
         embeds = self.splice(input_ids, features)
         generate_kwargs.setdefault("do_sample", False)
         generate_kwargs.setdefault("use_cache", True)
-        return self.llm.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        return self.llm.generate(
+            inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs
+        )
 
 
 def zero_term(params: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
