@@ -79,3 +79,17 @@ def test_resume_from_ckpt_path_continues_the_step_count(make_cfg, tmp_path):
     train(cfg)
     metrics = json.loads((tmp_path / "resumed" / "metrics.json").read_text())
     assert metrics["trainer/global_step"] == 4  # 2 steps restored + 2 new ones
+
+
+def test_every_run_draws_its_learning_curves(make_cfg, tmp_path):
+    cfg = make_cfg(["experiment=stage2_fine"], output="curves")
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 2
+    train(cfg)
+    run = tmp_path / "curves"
+    history = json.loads((run / "curves.json").read_text())
+    assert [h["step"] for h in history] == [2.0, 4.0]  # one point per validation run
+    assert all("val/rec/acc@0.5" in h for h in history)
+    from PIL import Image
+
+    assert Image.open(run / "curves.png").size[0] > 500  # one panel per task

@@ -195,7 +195,10 @@ class DataMonitor(L.Callback):
 
 
 class RunReport(L.Callback):
-    """Write ``metrics.json`` and ``predictions.png`` in ``output_dir`` when fitting ends.
+    """Write ``metrics.json``, ``predictions.png`` and ``curves.png`` in ``output_dir``.
+
+    ``curves.png`` draws each task's headline validation metric against the optimizer step, one
+    point per validation run, with its trivial baseline; ``curves.json`` holds the same numbers.
 
     ``metrics.json`` is flat: the final ``val/*`` metrics, the trivial baselines
     (``baseline/val/*``: mean training box/span, always "yes"), counts of skipped samples
@@ -210,9 +213,23 @@ class RunReport(L.Callback):
     def __init__(self, output_dir: str) -> None:
         self.output_dir = Path(output_dir)
         self.start = time.perf_counter()
+        self.history: list[dict[str, float]] = []
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        values = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        if values:
+            self.history.append({"step": float(trainer.global_step), **values})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = list(state_dict.get("history", []))
 
     def metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, float]:
         out = {
@@ -257,6 +274,12 @@ class RunReport(L.Callback):
             processors = getattr(trainer.datamodule, "processors", {})
             media = [_load_plot_media(s, processors) for s in samples]
             plot_predictions(media, self.output_dir / "predictions.png")
+        if self.history:
+            from groundinggpt.utils.visualize import plot_curves
+
+            (self.output_dir / "curves.json").write_text(json.dumps(self.history, indent=1))
+            baselines = {k: v for k, v in metrics.items() if k.startswith("baseline/")}
+            plot_curves(self.history, baselines, self.output_dir / "curves.png")
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.write(trainer, pl_module)

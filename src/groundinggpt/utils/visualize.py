@@ -270,3 +270,46 @@ def plot_timeline(
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=80, bbox_inches="tight")
     return path
+
+
+# Headline metric per task, drawn in the learning-curve picture.
+CURVE_METRICS = ("rec/acc@0.5", "sl/acc@0.5", "vtg/r1@0.5", "vtg/r1@0.7", "pope/accuracy")
+
+
+def plot_curves(
+    history: Sequence[dict[str, float]],
+    baselines: dict[str, float],
+    path: str | Path,
+    split: str = "val",
+) -> Path | None:
+    """Each task's headline metric vs optimizer step, its trivial baseline as a dashed line.
+
+    Args:
+        history: one ``{"step": s, "val/rec/acc@0.5": v, ...}`` per validation run.
+        baselines: ``{"baseline/val/rec/acc@0.5": b, ...}`` (as in metrics.json).
+        path: the picture to write.
+
+    Returns:
+        ``path``, or None when ``history`` holds none of the metrics.
+
+    Example:
+        >>> plot_curves([{"step": 10, "val/rec/acc@0.5": 0.2}], {}, "curves.png")
+    """
+    names = [m for m in CURVE_METRICS if any(f"{split}/{m}" in h for h in history)]
+    if not names:
+        return None
+    fig = Figure(figsize=(3.2 * len(names), 3.0), layout="constrained")
+    for i, name in enumerate(names):
+        ax: Axes = fig.add_subplot(1, len(names), i + 1)
+        points = [(h["step"], h[f"{split}/{name}"]) for h in history if f"{split}/{name}" in h]
+        ax.plot(*zip(*points, strict=True), marker="o", label="model")
+        base = baselines.get(f"baseline/{split}/{name}")
+        if base is not None:
+            ax.axhline(base, color="gray", linestyle="--", label="baseline")
+        ax.set_title(f"{split}/{name}", fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7)
+    path = Path(path)
+    fig.savefig(path, dpi=90)
+    return path
