@@ -167,7 +167,8 @@ def test_grounding_metrics_routes_and_flattens() -> None:
 def test_grounding_metrics_omits_empty_tasks() -> None:
     m = GroundingMetrics(box_thresholds=(0.5, 0.75))
     m.update(["rec"], ["[0, 0, 0.8, 1]"], ["[0, 0, 1, 1]"])
-    assert m.compute() == pytest.approx({"rec/acc@0.5": 1.0, "rec/acc@0.75": 1.0, "rec/miou": 0.8})
+    expected = {"rec/acc@0.5": 1.0, "rec/acc@0.75": 1.0, "rec/miou": 0.8, "rec/count": 1.0}
+    assert m.compute() == pytest.approx(expected)
     m.reset()
     assert m.compute() == {}
 
@@ -284,3 +285,16 @@ def test_threshold_helpers_and_update_iou() -> None:
     m = BoxAccuracy()
     m.update_iou(iou)
     assert _floats(m.compute()) == pytest.approx({"acc@0.5": 0.5, "miou": 2.29999 / 4})
+
+
+def test_binomial_p_value_matches_exact_sums() -> None:
+    from math import comb
+
+    from groundinggpt.grounding.metrics import binomial_p_value, significance
+
+    assert binomial_p_value(8, 10, 0.5) == pytest.approx(56 / 1024)
+    exact = sum(comb(256, k) * 0.3**k * 0.7 ** (256 - k) for k in range(90, 257))
+    assert binomial_p_value(90, 256, 0.3) == pytest.approx(exact, rel=1e-9)
+    assert binomial_p_value(0, 256, 0.3) == pytest.approx(1.0)
+    metrics = {"val/rec/acc@0.5": 0.5, "val/rec/count": 10.0, "baseline/val/rec/acc@0.5": 0.5}
+    assert significance(metrics) == {"val/rec/p_value": pytest.approx(638 / 1024)}

@@ -90,6 +90,9 @@ def test_every_run_draws_its_learning_curves(make_cfg, tmp_path):
     history = json.loads((run / "curves.json").read_text())
     assert [h["step"] for h in history] == [2.0, 4.0]  # one point per validation run
     assert all("val/rec/acc@0.5" in h for h in history)
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["val/rec/count"] > 0  # samples behind each number, and their p-value
+    assert 0.0 <= metrics["val/rec/p_value"] <= 1.0
     from PIL import Image
 
     assert Image.open(run / "curves.png").size[0] > 500  # one panel per task

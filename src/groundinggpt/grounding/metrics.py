@@ -11,6 +11,7 @@ keys of DESIGN.md (``rec/acc@0.5``, ``vtg/r1@0.3``, ``pope/f1``, ...).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Mapping, Sequence
 
@@ -340,6 +341,7 @@ class GroundingMetrics(nn.Module):
                     continue
                 values = self.metrics[task].compute()
                 out.update({f"{task}/{key}": float(v) for key, v in values.items()})
+                out[f"{task}/count"] = float(n)
         return out
 
     def reset(self) -> None:
@@ -381,3 +383,45 @@ def baseline_metrics(
         answer = _baseline_output(task, train_references.get(task, []))
         metrics.update([task] * len(refs), [answer] * len(refs), list(refs))
     return metrics.compute()
+
+
+# Each task's headline metric: a rate (share of samples answered right) a binomial test judges.
+HEADLINE = {"rec": "acc@0.5", "sl": "acc@0.5", "vtg": "r1@0.5", "pope": "accuracy"}
+
+
+def binomial_p_value(hits: int, n: int, rate: float) -> float:
+    """One-sided ``P(X >= hits)`` for ``X ~ Binomial(n, rate)``: is the model above ``rate``?
+
+    Example:
+        >>> round(binomial_p_value(8, 10, 0.5), 4)
+        0.0547
+    """
+    if n <= 0:
+        return 1.0
+    if rate <= 0.0:
+        return 0.0 if hits > 0 else 1.0
+    if rate >= 1.0:
+        return 1.0
+    log_terms = [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+        + k * math.log(rate) + (n - k) * math.log1p(-rate)
+        for k in range(max(hits, 0), n + 1)
+    ]  # fmt: skip
+    top = max(log_terms)
+    return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))
+
+
+def significance(metrics: Mapping[str, float], split: str = "val") -> dict[str, float]:
+    """``<split>/<task>/p_value``: each task's headline metric against its ``baseline/`` value.
+
+    Needs ``<split>/<task>/count`` (the samples scored) beside the metric and its baseline.
+    """
+    out = {}
+    for task, key in HEADLINE.items():
+        value, count = metrics.get(f"{split}/{task}/{key}"), metrics.get(f"{split}/{task}/count")
+        base = metrics.get(f"baseline/{split}/{task}/{key}")
+        if value is None or count is None or base is None:
+            continue
+        n = int(count)
+        out[f"{split}/{task}/p_value"] = binomial_p_value(round(value * n), n, base)
+    return out

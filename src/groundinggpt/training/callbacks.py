@@ -200,8 +200,10 @@ class RunReport(L.Callback):
     ``curves.png`` draws each task's headline validation metric against the optimizer step, one
     point per validation run, with its trivial baseline; ``curves.json`` holds the same numbers.
 
-    ``metrics.json`` is flat: the final ``val/*`` metrics, the trivial baselines
-    (``baseline/val/*``: mean training box/span, always "yes"), counts of skipped samples
+    ``metrics.json`` is flat: the final ``val/*`` metrics (with ``val/<task>/count``), the
+    trivial baselines (``baseline/val/*``: mean training box/span, always "yes"), the one-sided
+    binomial p-value of each task's headline metric against its baseline
+    (``val/<task>/p_value``), counts of skipped samples
     (``skipped/*``, every split), the training data counts of a `DataMonitor`
     (``data/*``) and the wall time. It is also written when the run stops on an error, so
     that an aborted run still reports what it skipped.
@@ -250,6 +252,10 @@ class RunReport(L.Callback):
                 if refs and any(k.startswith(f"{split}/") for k in out):
                     base = baseline_metrics(train_refs, refs)
                     out |= {f"baseline/{split}/{k}": float(v) for k, v in base.items()}
+        from groundinggpt.grounding.metrics import significance
+
+        for split in ("val", "test"):
+            out |= significance(out, split)
         skipped = getattr(pl_module, "skipped", {})
         out |= {f"skipped/{k}": float(v) for k, v in skipped.items()}
         out["skipped/total"] = float(sum(skipped.values()))
