@@ -38,6 +38,9 @@ class GroundingDataModule(L.LightningDataModule):
         media_root: where media paths of records are relative to: one folder, or
             ``{"image": ..., "video": ..., "audio": ...}``; default ``root``.
         check_grounding: skip records with malformed boxes/spans (see ``validation``).
+        allow_absolute_media_paths: accept media paths that leave their media root (absolute
+            paths, ``../``, symlinks out); by default such a sample is skipped as
+            ``path_outside_root``.
 
     Resuming: `state_dict` records how many samples of the current epoch the training loop
     has consumed (all ranks together); a run resumed from that checkpoint starts its
@@ -70,6 +73,7 @@ class GroundingDataModule(L.LightningDataModule):
         synthetic: Mapping[str, Any] | None = None,
         media_root: str | Mapping[str, str] | None = None,
         check_grounding: bool = True,
+        allow_absolute_media_paths: bool = False,
     ) -> None:
         super().__init__()
         self.tokenizer = tokenizer
@@ -103,6 +107,7 @@ class GroundingDataModule(L.LightningDataModule):
         self.synthetic = dict(synthetic) if synthetic else None
         self.media_root = media_root if media_root is not None else str(self.root)
         self.check_grounding = check_grounding
+        self.allow_absolute_media_paths = allow_absolute_media_paths
         self.datasets: dict[str, dict[str, ConversationDataset]] = {}
         self._resume: dict[str, int] | None = None
 
@@ -123,6 +128,7 @@ class GroundingDataModule(L.LightningDataModule):
             name=name,
             on_error=self.on_error,
             check_grounding=self.check_grounding,
+            allow_absolute_media_paths=self.allow_absolute_media_paths,
         )
 
     def _media_roots(self, override: str | Mapping[str, str] | None) -> dict[str, str]:

@@ -4,7 +4,10 @@ Bad input policy: a record that cannot become a sample (missing or unreadable me
 conversation, malformed box, too long...) is, with ``on_error="skip"``, returned as
 ``{"skipped": kind, ...}`` (the collator drops it and reports it in the batch, the training
 callbacks count it per reason), or, with ``on_error="raise"``, raised as `SampleError`. Cheap
-text checks run before any media is decoded.
+text checks run before any media is decoded. A media path that leads outside its media root
+(``..``, an absolute path elsewhere, a symlink out of the root) is skipped as
+``path_outside_root`` unless ``allow_absolute_media_paths``. An annotation file that holds no
+records at all fails when the dataset is built (`AnnotationFileError`).
 """
 
 from __future__ import annotations
@@ -24,15 +27,21 @@ from groundinggpt.data.conversation import (
     count_placeholders,
     pad_sequences,
 )
-from groundinggpt.data.media import MediaError
-from groundinggpt.data.records import RecordStore, SampleError, read_records
+from groundinggpt.data.media import MediaError, confined_path
+from groundinggpt.data.records import AnnotationFileError, RecordStore, SampleError, read_records
 from groundinggpt.data.validation import (
     check_conversations,
     check_grounding_text,
     check_modalities,
 )
 
-__all__ = ["ConversationDataset", "GroundingCollator", "SampleError", "read_records"]
+__all__ = [
+    "AnnotationFileError",
+    "ConversationDataset",
+    "GroundingCollator",
+    "SampleError",
+    "read_records",
+]
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +75,14 @@ class ConversationDataset(Dataset):
             collator reports it) or ``"raise"`` raises `SampleError`.
         check_grounding: reject records whose boxes/spans are malformed (see
             :func:`check_grounding_text`).
+        allow_absolute_media_paths: use record media paths as given. By default a path must
+            lie inside its media root after normalisation and symlink resolution (see
+            `confined_path`), else the record is skipped as ``path_outside_root``; with this
+            switch absolute paths, and relative ones leaving the root (e.g. through
+            symlinked folders), are accepted.
+
+    Raises:
+        AnnotationFileError: ``path`` is empty, not UTF-8 or not a list of records.
 
     Example:
         >>> ds = ConversationDataset("annotations/rec_train.json", root, fmt, {"image": proc}, 512)
@@ -83,6 +100,7 @@ class ConversationDataset(Dataset):
         name: str | None = None,
         on_error: str = "skip",
         check_grounding: bool = True,
+        allow_absolute_media_paths: bool = False,
     ) -> None:
         if on_error not in ("skip", "raise"):
             raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
@@ -98,6 +116,7 @@ class ConversationDataset(Dataset):
         self.name = name or self.path.stem
         self.on_error = on_error
         self.check_grounding = check_grounding
+        self.allow_absolute_media_paths = bool(allow_absolute_media_paths)
         self._record_keys = {s.record_key for s in formatter.specs.values()}
         self._placeholders = {s.placeholder for s in formatter.specs.values()}
         self._logged: Counter[str] = Counter()
@@ -149,8 +168,15 @@ class ConversationDataset(Dataset):
                 )
             if name not in self.processors:
                 raise SampleError("unknown_modality", f"no processor for modality {name!r}")
-            paths[name] = self.media_roots[name] / rel
+            paths[name] = self._media_path(name, rel)
         return paths
+
+    def _media_path(self, modality: str, rel: str) -> Path:
+        """``media_root / rel``; `MediaError` ``path_outside_root`` if it leaves the root."""
+        root = self.media_roots[modality]
+        if self.allow_absolute_media_paths:
+            return root / rel
+        return confined_path(root, rel)
 
     def _fit(self, ids: list[int], labels: list[int]) -> tuple[list[int], list[int], bool]:
         """Shorten a too-long conversation to its longest prefix of whole turns that fits.

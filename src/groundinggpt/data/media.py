@@ -8,18 +8,28 @@ Box geometry: images are padded to a square (centred, as LLaVA's ``expand2square
 resizing, and grounding boxes are expressed relative to that padded square. `pad_offsets`,
 `box_to_padded` and `box_from_padded` convert between original pixels and the padded square.
 Pixel boxes are continuous ``(x0, y0, x1, y1)``: pixel ``i`` covers ``[i, i + 1)``.
+
+Error boundary: whatever goes wrong while one file is decoded (PIL, decompression bombs,
+decord, audio decoders, resizing, an encoder's image processor) comes out as `MediaError`, a
+counted skip with the file and the reason, never as another exception. Images are checked
+from their header before any pixel is decoded: more than `MAX_PIXELS` pixels
+(``image_too_large``) or a side ratio above `MAX_ASPECT_RATIO` (``extreme_aspect_ratio``,
+whose padded square would be huge) are refused without allocating them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -27,6 +37,9 @@ PAD_COLOR = (122, 116, 104)  # CLIP_MEAN * 255, rounded
 
 # Modes whose values do not fit 0..255; PIL's convert("RGB") would clip them to white.
 _HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
+# Header limits checked before an image is decoded (see `check_image_header`).
+MAX_PIXELS = 40_000_000
+MAX_ASPECT_RATIO = 20.0
 
 
 class MediaError(ValueError):
@@ -57,6 +70,114 @@ def check_media_file(path: str | Path, modality: str = "media") -> Path:
         raise MediaError(path, "file not found", kind="missing_file")
     if path.stat().st_size == 0:
         raise MediaError(path, "file is empty", kind=f"empty_{modality}")
+    return path
+
+
+@contextmanager
+def media_errors(path: str | Path, modality: str) -> Iterator[None]:
+    """Turn any exception raised while decoding ``path`` into a `MediaError`.
+
+    `MediaError` passes through unchanged; PIL's decompression-bomb error and warning (the
+    warning is raised as an error here) become ``image_too_large``; anything else becomes
+    ``unreadable_<modality>`` with the exception's type and message as the reason.
+
+    Args:
+        path: the file being decoded (named in the error).
+        modality: ``image``, ``video`` or ``audio`` (names the skip kind).
+
+    Example:
+        >>> with media_errors("a.png", "image"):  # doctest: +ELLIPSIS
+        ...     raise ZeroDivisionError("boom")
+        Traceback (most recent call last):
+        ...
+        groundinggpt.data.media.MediaError: a.png: unreadable image (ZeroDivisionError: boom)
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            yield
+    except MediaError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise MediaError(path, f"decompression bomb ({err})", kind="image_too_large") from err
+    except Exception as err:
+        reason = f"unreadable {modality} ({type(err).__name__}: {err})"
+        raise MediaError(path, reason, kind=f"unreadable_{modality}") from err
+
+
+def check_image_header(
+    path: str | Path,
+    width: int,
+    height: int,
+    max_pixels: int | None = MAX_PIXELS,
+    max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
+) -> None:
+    """`MediaError` if an image's declared size is empty, too large or too elongated.
+
+    Called with the size from the header, before decoding, so a file declaring 20000 x 20000
+    pixels costs nothing. ``None`` turns a limit off.
+
+    Args:
+        path: the file (named in the error).
+        width: declared width in pixels.
+        height: declared height in pixels.
+        max_pixels: most pixels accepted (``image_too_large`` above).
+        max_aspect_ratio: largest ``long side / short side`` accepted (``extreme_aspect_ratio``
+            above; the padded square of a 16000 x 1 image would hold 256 M pixels).
+
+    Example:
+        >>> check_image_header("a.png", 16000, 1)
+        Traceback (most recent call last):
+        ...
+        groundinggpt.data.media.MediaError: a.png: image is 16000x1, aspect ratio 16000:1 > 20:1
+    """
+    if width <= 0 or height <= 0:
+        raise MediaError(path, "image has zero size", kind="empty_image")
+    if max_pixels is not None and width * height > max_pixels:
+        raise MediaError(
+            path, f"image is {width}x{height}, more than {max_pixels} pixels", "image_too_large"
+        )
+    ratio = max(width, height) / min(width, height)
+    if max_aspect_ratio is not None and ratio > max_aspect_ratio:
+        raise MediaError(
+            path,
+            f"image is {width}x{height}, aspect ratio {ratio:g}:1 > {max_aspect_ratio:g}:1",
+            kind="extreme_aspect_ratio",
+        )
+
+
+def confined_path(root: str | Path, rel: str | Path, resolve_links: bool = True) -> Path:
+    """``root / rel``, if that lies inside ``root``; else `MediaError` ``path_outside_root``.
+
+    Record-supplied names must not reach outside their media folder: ``..`` components, an
+    absolute path elsewhere and (with ``resolve_links``) a symlink inside ``root`` pointing
+    outside it are all refused. Both sides are compared after normalisation, so an absolute
+    path that lies inside ``root`` is accepted.
+
+    Args:
+        root: the media folder.
+        rel: the path the record gives (relative to ``root``, or absolute).
+        resolve_links: resolve symlinks (`Path.resolve`) before comparing; without it the
+            check is lexical (``os.path.normpath``), for folders that are symlink farms.
+
+    Example:
+        >>> confined_path("/data/images", "coco/1.jpg")
+        PosixPath('/data/images/coco/1.jpg')
+        >>> confined_path("/data/images", "../secret.jpg")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        groundinggpt.data.media.MediaError: /data/images/../secret.jpg: ... outside the media root...
+    """
+    path = Path(root) / rel
+    if resolve_links:
+        target, base = path.resolve(), Path(root).resolve()
+    else:
+        target = Path(os.path.normpath(os.path.abspath(path)))
+        base = Path(os.path.normpath(os.path.abspath(root)))
+    if not target.is_relative_to(base):
+        raise MediaError(
+            path, f"resolves to {target}, outside the media root {base}", "path_outside_root"
+        )
     return path
 
 
@@ -132,18 +253,27 @@ def to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def open_rgb(path: str | Path) -> Image.Image:
+def open_rgb(
+    path: str | Path,
+    max_pixels: int | None = MAX_PIXELS,
+    max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
+) -> Image.Image:
     """Open an image file fully (not lazily) as RGB; raises `MediaError` on bad files.
 
+    The declared size is checked from the header first (`check_image_header`), so oversized
+    or extremely elongated images are refused before their pixels are allocated.
     EXIF orientation is deliberately not applied: dataset boxes refer to the stored pixels.
+
+    Args:
+        path: the image file.
+        max_pixels: most pixels accepted, or None for no limit.
+        max_aspect_ratio: largest side ratio accepted, or None for no limit.
     """
     path = check_media_file(path, "image")
-    try:
-        with Image.open(path) as img:
-            img.load()  # a truncated file fails here, not later in a worker's resize
-            rgb = to_rgb(img)
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise MediaError(path, f"unreadable image ({err})", kind="unreadable_image") from err
+    with media_errors(path, "image"), Image.open(path) as img:  # lazy: reads the header only
+        check_image_header(path, *img.size, max_pixels, max_aspect_ratio)
+        img.load()  # a truncated file fails here, not later in a worker's resize
+        rgb = to_rgb(img)
     if rgb.width == 0 or rgb.height == 0:
         raise MediaError(path, "image has zero size", kind="empty_image")
     return rgb
@@ -174,6 +304,10 @@ class ImageProcessor:
         pad_color: RGB colour of the square padding (the CLIP mean colour).
         processor: optional Hugging Face image processor called as
             ``processor(images=square, return_tensors="pt")["pixel_values"][0]``.
+        max_pixels: images declaring more pixels are skipped (``image_too_large``) before
+            decoding; None for no limit.
+        max_aspect_ratio: images whose long side exceeds this many short sides are skipped
+            (``extreme_aspect_ratio``); None for no limit.
 
     Example:
         >>> proc = ImageProcessor(size=64)
@@ -189,18 +323,32 @@ class ImageProcessor:
         std: Sequence[float] = CLIP_STD,
         pad_color: Sequence[int] = PAD_COLOR,
         processor: Any | None = None,
+        max_pixels: int | None = MAX_PIXELS,
+        max_aspect_ratio: float | None = MAX_ASPECT_RATIO,
     ) -> None:
         if size <= 0:
             raise ValueError(f"size must be positive, got {size}")
+        if max_pixels is not None and max_pixels <= 0:
+            raise ValueError(f"max_pixels must be positive or None, got {max_pixels}")
+        if max_aspect_ratio is not None and max_aspect_ratio < 1:
+            raise ValueError(f"max_aspect_ratio must be >= 1 or None, got {max_aspect_ratio}")
+        self.max_pixels = None if max_pixels is None else int(max_pixels)
+        self.max_aspect_ratio = None if max_aspect_ratio is None else float(max_aspect_ratio)
         self.size = int(size)
         self.mean = tuple(float(v) for v in mean)
         self.std = tuple(float(v) for v in std)
         self.pad_color = tuple(int(v) for v in pad_color)
         self.processor = processor
 
+    def open(self, path: str | Path) -> Image.Image:
+        """The image as RGB, within this processor's header limits; `MediaError` otherwise."""
+        return open_rgb(path, self.max_pixels, self.max_aspect_ratio)
+
     def load_padded(self, path: str | Path) -> Image.Image:
         """The padded square at original resolution, un-normalised (for plots and checks)."""
-        return expand_to_square(open_rgb(path), self.pad_color)
+        img = self.open(path)
+        with media_errors(path, "image"):
+            return expand_to_square(img, self.pad_color)
 
     def preprocess(self, img: Image.Image) -> torch.Tensor:
         """A PIL image (any mode) -> ``(3, size, size)`` normalised tensor."""
@@ -213,7 +361,9 @@ class ImageProcessor:
         return _normalise(x, self.mean, self.std)
 
     def __call__(self, path: str | Path) -> torch.Tensor:
-        return self.preprocess(open_rgb(path))
+        img = self.open(path)
+        with media_errors(path, "image"):  # resizing or the encoder's processor
+            return self.preprocess(img)
 
 
 # --------------------------------------------------------------------------------------- video
@@ -360,7 +510,8 @@ class VideoProcessor:
         return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)  # (n, 3, S, S)
 
     def __call__(self, path: str | Path) -> torch.Tensor:
-        return _normalise(self.read_frames(path), self.mean, self.std)  # (N, 3, S, S)
+        with media_errors(path, "video"):
+            return _normalise(self.read_frames(path), self.mean, self.std)  # (N, 3, S, S)
 
     def sample_times(self, path: str | Path) -> torch.Tensor:
         """Where the sampled frames sit, as fractions of the video's duration ``(N,)``."""
@@ -488,6 +639,10 @@ class AudioProcessor:
         return fbank[:, : self.target_length]  # (mel, target_length)
 
     def __call__(self, path: str | Path) -> torch.Tensor:
+        with media_errors(path, "audio"):
+            return self._log_mel_clips(path)
+
+    def _log_mel_clips(self, path: str | Path) -> torch.Tensor:
         wave = self.load_waveform(path)  # (1, T)
         clip_len = round(self.clip_duration * self.sample_rate)
         clips = []

@@ -6,11 +6,18 @@ object, DataLoader workers would slowly copy all of it. `RecordStore` instead ke
 record's raw JSON bytes in one numpy buffer (shared copy-on-write by forked workers) and
 parses a record only when it is asked for. A record that is not valid UTF-8 or not valid JSON
 is reported when it is read (`SampleError`), so one bad line skips one sample, not the file.
+
+A file that holds no records at all (empty, UTF-16/32 instead of UTF-8, a top level that is
+not a list of records such as ``{"data": [...]}``, a JSON list that cannot be split) fails
+loudly when it is opened (`AnnotationFileError`), instead of skipping every record of it in
+every epoch.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,6 +42,49 @@ class SampleError(ValueError):
         super().__init__(message or kind)
 
 
+class AnnotationFileError(ValueError):
+    """An annotation file that cannot be read as records at all.
+
+    Args:
+        path: the file.
+        kind: short category (``empty_annotation_file``, ``not_utf8_annotation_file``,
+            ``not_a_record_list``, ``broken_json_list``).
+        reason: what exactly is wrong.
+
+    Example:
+        >>> str(AnnotationFileError("a.json", "empty_annotation_file", "the file is empty"))
+        'annotation file a.json: the file is empty'
+    """
+
+    def __init__(self, path: str | Path, kind: str, reason: str) -> None:
+        self.path = str(path)
+        self.kind = kind
+        self.reason = reason
+        super().__init__(f"annotation file {self.path}: {reason}")
+
+
+# A JSON string (unrolled, so linear) or one bracket: enough to find where a value ends.
+_STRUCTURE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def _value_end(text: str, pos: int) -> int:
+    """End of the JSON array/object starting at ``pos``, by bracket counting (no recursion).
+
+    Used for values nested too deeply for `json` (RecursionError): the value is still cut
+    out as one record, which then fails alone when it is read.
+    """
+    depth = 0
+    for match in _STRUCTURE.finditer(text, pos):
+        token = match.group()
+        if token in "[{":
+            depth += 1
+        elif token in "]}":
+            depth -= 1
+        if depth == 0:
+            return match.end()
+    raise ValueError(f"JSON list element at character {pos} is not closed")
+
+
 def _json_list_spans(text: str) -> Iterator[tuple[int, int]]:
     """``(start, end)`` character spans of the elements of a JSON list, parsed one by one."""
     decoder = json.JSONDecoder()
@@ -52,6 +102,8 @@ def _json_list_spans(text: str) -> Iterator[tuple[int, int]]:
         except json.JSONDecodeError as err:
             # A broken JSON list cannot be re-synchronised: fail with the position.
             raise ValueError(f"invalid JSON list element at character {pos}: {err}") from err
+        except RecursionError:
+            end = _value_end(text, pos)
         yield pos, end
         pos = end
 
@@ -73,21 +125,84 @@ class RecordStore(Sequence):
         if not self.path.is_file():
             raise FileNotFoundError(f"annotation file not found: {self.path}")
         raw = self.path.read_bytes()
-        chunks = self._split(raw)
+        try:
+            chunks = self._split(raw)
+        except AnnotationFileError:
+            raise
+        except ValueError as err:
+            raise AnnotationFileError(self.path, "broken_json_list", str(err)) from err
+        if not chunks:
+            raise AnnotationFileError(self.path, "empty_annotation_file", "the file has no records")
         self._offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
         np.cumsum([len(c) for c in chunks], out=self._offsets[1:])
         self._buffer = np.frombuffer(b"".join(chunks), dtype=np.uint8)
 
-    @staticmethod
-    def _split(raw: bytes) -> list[bytes]:
+    def _fail(self, kind: str, reason: str) -> AnnotationFileError:
+        return AnnotationFileError(self.path, kind, reason)
+
+    def _check_encoding(self, raw: bytes) -> None:
+        """Refuse UTF-16/32 files, with or without a byte-order mark."""
+        boms = {
+            "UTF-32": (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE),  # before UTF-16: FF FE 00 00
+            "UTF-16": (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE),
+        }
+        for name, marks in boms.items():
+            if raw.startswith(marks):
+                raise self._fail(
+                    "not_utf8_annotation_file",
+                    f"the file is {name} (byte-order mark {raw[:2].hex(' ')}); "
+                    "annotation files must be UTF-8",
+                )
+        head = raw[:4096]
+        if head.count(0) > len(head) // 4:  # UTF-16/32 text without a mark is full of NULs
+            raise self._fail(
+                "not_utf8_annotation_file",
+                "the file is mostly NUL bytes (UTF-16/32 without a byte-order mark?); "
+                "annotation files must be UTF-8",
+            )
+
+    def _check_jsonl(self, text: str) -> None:
+        """Refuse a top-level JSON object that is not one record per line (``{"data": [...]}``)."""
+        start = len(text) - len(text.lstrip())
+        if not text.startswith("{", start):
+            raise self._fail(
+                "not_a_record_list",
+                f"the top level starts with {text[start : start + 20]!r}, expected a JSON list "
+                "of records ('[') or JSONL with one record object per line ('{')",
+            )
+        try:
+            first, end = json.JSONDecoder().raw_decode(text, start)
+        except (json.JSONDecodeError, RecursionError):
+            return  # a broken first line is that record's problem, judged when it is read
+        if "\n" in text[start:end].strip():
+            raise self._fail(
+                "not_a_record_list",
+                "the top level is one JSON object spanning several lines, not a JSON list of "
+                f"records or JSONL (keys: {sorted(first)[:5]})",
+            )
+        wrapped = [
+            k for k, v in first.items() if isinstance(v, list) and v and isinstance(v[0], dict)
+        ]
+        if "conversations" not in first and wrapped and not text[end:].strip():
+            raise self._fail(
+                "not_a_record_list",
+                f"the top level is an object holding the records under {wrapped[0]!r}, "
+                "expected a JSON list of records",
+            )
+
+    def _split(self, raw: bytes) -> list[bytes]:
+        self._check_encoding(raw)
         # surrogateescape keeps undecodable bytes so each record's own bytes can be recovered
         # (and judged) separately, instead of one bad byte failing the whole file.
         text = raw.decode("utf-8", errors="surrogateescape").lstrip("\ufeff")
+        if not text.strip():
+            raise self._fail("empty_annotation_file", "the file is empty")
         if text.lstrip().startswith("["):
             return [
                 text[s:e].encode("utf-8", errors="surrogateescape")
                 for s, e in _json_list_spans(text)
             ]
+        self._check_jsonl(text)
         return [line for line in raw.splitlines() if line.strip()]
 
     def __len__(self) -> int:
@@ -109,6 +224,10 @@ class RecordStore(Sequence):
             record = json.loads(text)
         except json.JSONDecodeError as err:
             raise SampleError("malformed_record", f"record is not valid JSON ({err})") from err
+        except RecursionError as err:
+            raise SampleError(
+                "malformed_record", "record is nested deeper than the JSON parser allows"
+            ) from err
         if not isinstance(record, dict):
             raise SampleError("malformed_record", f"record is a {type(record).__name__}")
         return record

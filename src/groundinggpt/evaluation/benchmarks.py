@@ -23,6 +23,12 @@ Readers per benchmark (``name`` of `load_benchmark`):
   ``{media_dir}/{file}.jpg``, audio ``{audio_dir}/{file}.wav``.
 - ``synthetic``: released-format records (the embedded default's ``*_test.json``); targets
   come from the reference answer text and the image size / video duration.
+
+Media names taken from an annotation (POPE ``image``, Charades video ids, VGGSS ``file``,
+synthetic records' media paths) must stay inside their media folder: a name with ``..`` or an
+absolute path elsewhere raises `ValueError` naming the file and the item, like any other
+malformed item. The check is lexical (``os.path.normpath``), so benchmark folders made of
+symlinks to the original datasets keep working.
 """
 
 from __future__ import annotations
@@ -37,7 +43,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from groundinggpt.data.media import MediaError, box_from_padded, box_to_padded, check_media_file
+from groundinggpt.data.media import (
+    MediaError,
+    box_from_padded,
+    box_to_padded,
+    check_media_file,
+    confined_path,
+    media_errors,
+)
 from groundinggpt.evaluation.annotations import (
     PLACEHOLDERS,
     as_paths,
@@ -159,14 +172,11 @@ def image_size(path: str | Path) -> tuple[int, int]:
         >>> image_size("data/coco/train2014/COCO_train2014_000000000009.jpg")  # doctest: +SKIP
         (640, 480)
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     check_media_file(path, "image")
-    try:
-        with Image.open(path) as img:
-            w, h = img.size
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
-        raise MediaError(path, f"unreadable image ({err})") from err
+    with media_errors(path, "image"), Image.open(path) as img:  # decompression bombs too
+        w, h = img.size
     if w <= 0 or h <= 0:
         raise MediaError(path, "image has zero size")
     return int(w), int(h)
@@ -264,6 +274,14 @@ def is_complete(sample: BenchmarkSample) -> bool:
 _CHARADES_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)\s*##(.*)$")
 
 
+def _media_file(media_dir: Path, name: str, where: str) -> str:
+    """``media_dir / name`` as text; `ValueError` if the annotation's name leaves the folder."""
+    try:
+        return str(confined_path(media_dir, name, resolve_links=False))
+    except MediaError as err:
+        raise ValueError(f"{where}: media name {name!r} leads outside {media_dir}") from err
+
+
 def _charades_line(path: Path, n: int, line: str) -> tuple[str, float, float, str]:
     match = _CHARADES_LINE.match(line)
     if not match:
@@ -300,7 +318,7 @@ def _read_charades_sta(
             BenchmarkSample(
                 id=f"{video}_{n}",
                 task="vtg",
-                media={"video": str(media_dir / f"{video}.mp4")},
+                media={"video": _media_file(media_dir, f"{video}.mp4", f"{path}:{n}")},
                 question=fill_prompt(prompt, query_text(sentence), "vtg"),
                 target=[s, e],
                 meta={"duration": None, "video_id": video, "sentence": sentence, "line": n},
@@ -379,7 +397,11 @@ def _read_pope(
         BenchmarkSample(
             id=f"{cat}_{row['question_id']}" if several else str(row["question_id"]),
             task="pope",
-            media={"image": str(media_dir / row["image"])},
+            media={
+                "image": _media_file(
+                    media_dir, str(row["image"]), f"{path}: question {row['question_id']!r}"
+                )
+            },
             question=fill_prompt(prompt, str(row["text"]).strip(), "pope"),
             target=_pope_label(path, row),
             meta={"category": cat, "question_id": row["question_id"], "text": row["text"]},
@@ -442,8 +464,8 @@ def _read_vggss(
                 id=file_id,
                 task="sl",
                 media={
-                    "image": str(media_dir / f"{file_id}.jpg"),
-                    "sound": str(audio_dir / f"{file_id}.wav"),
+                    "image": _media_file(media_dir, f"{file_id}.jpg", f"{path}: {file_id!r}"),
+                    "sound": _media_file(audio_dir, f"{file_id}.wav", f"{path}: {file_id!r}"),
                 },
                 question=fill_prompt(prompt, cls, "sl"),
                 target=None,
@@ -521,7 +543,7 @@ def _synthetic_sample(path: Path, n: int, record: dict, media_dir: Path, prompt:
         question = prefix + prompt.replace("{query}", _PLACEHOLDER.sub("", question).strip())
     meta = _synthetic_meta(task, record)
     target = _synthetic_target(task, reference, meta, where)
-    media = {k: str(media_dir / record[k]) for k in MEDIA_ORDER if k in record}
+    media = {k: _media_file(media_dir, str(record[k]), where) for k in MEDIA_ORDER if k in record}
     sample = BenchmarkSample(str(record.get("id", f"{path.stem}_{n}")), task, media, question,
                              target, meta)  # fmt: skip
     if target is None and (meta.get("width") or meta.get("duration")):

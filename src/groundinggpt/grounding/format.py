@@ -29,8 +29,9 @@ BOX_DECIMALS = 3
 SPAN_DECIMALS = 2
 
 # ASCII digits only: Python's float() also accepts other Unicode digits, which a model never
-# means as coordinates.
-_NUMBER = re.compile(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+# means as coordinates. Each digit run has one way to match (no ``[0-9]+\.?[0-9]*``, whose
+# splits of a long run made a failed match quadratic), so matching is linear.
+_NUMBER = re.compile(r"[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
 _BOX_GROUP = re.compile(r"\[([^\[\]]*)\]")
 _SPAN_GROUP = re.compile(r"\{([^{}]*)\}")
 _SEPARATOR = re.compile(r"[,\s]+")
