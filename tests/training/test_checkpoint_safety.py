@@ -75,3 +75,16 @@ def test_a_run_that_would_make_no_optimizer_step_fails(make_cfg) -> None:
     cfg.data.batch_size = 1000  # more than the whole (tiny) epoch: drop_last leaves nothing
     with pytest.raises(ValueError, match="no optimizer step"):
         train(cfg)
+
+
+def test_wrong_checkpoint_files_get_errors_that_name_them(tmp_path) -> None:
+    from safetensors.torch import save_file
+
+    named_ckpt = tmp_path / "weights.ckpt"
+    save_file({"w": torch.zeros(2)}, str(named_ckpt))
+    with pytest.raises(ValueError, match="is a safetensors file"):
+        load_weights(torch.nn.Linear(1, 1), named_ckpt)
+    listed = tmp_path / "list.ckpt"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(ValueError, match=r"list.ckpt: a checkpoint holds a dict"):
+        load_weights(torch.nn.Linear(1, 1), listed)

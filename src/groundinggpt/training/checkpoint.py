@@ -52,11 +52,31 @@ def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         from safetensors.torch import load_file
 
         return load_file(str(path)), {}
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if _looks_like_safetensors(path):
+        raise ValueError(
+            f"{path} is a safetensors file: name it {path.with_suffix('.safetensors')}"
+        )
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # weights_only refuses pickled code: say which file and why
+        raise ValueError(
+            f"{path}: not a checkpoint of tensors ({type(err).__name__}: {err})"
+        ) from err
+    if not isinstance(ckpt, dict):
+        raise ValueError(
+            f"{path}: a checkpoint holds a dict of tensors, not a {type(ckpt).__name__}"
+        )
     state = ckpt.get("state_dict", ckpt)
     prefix = "model."
     tensors = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return tensors, {"lora": ckpt.get("lora")} if "state_dict" in ckpt else {}
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    """A safetensors file starts with an 8-byte header length and a JSON header (``{``)."""
+    with path.open("rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 10**8
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
