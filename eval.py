@@ -3,16 +3,7 @@
 Writes `metrics.json` and `predictions.jsonl` into the run dir (see configs/eval.yaml).
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from groundinggpt.evaluation.engine import evaluate
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="eval")
-def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
-
+from groundinggpt.cli import eval_main as main
 
 if __name__ == "__main__":
     main()

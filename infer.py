@@ -4,16 +4,7 @@ Prints the answer with its boxes (pixels) and spans (seconds) and saves a pictur
 dir; `chat=true` keeps a multi-turn conversation (see configs/infer.yaml).
 """
 
-import hydra
-from omegaconf import DictConfig
-
-from groundinggpt.evaluation.inference import infer
-
-
-@hydra.main(version_base="1.3", config_path="configs", config_name="infer")
-def main(cfg: DictConfig) -> None:
-    infer(cfg)
-
+from groundinggpt.cli import infer_main as main
 
 if __name__ == "__main__":
     main()
