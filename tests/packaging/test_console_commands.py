@@ -1,0 +1,71 @@
+"""The installed console commands work from any folder, with the configs shipped in the package
+and a user's own config folder on Hydra's search path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+
+
+def _command(name: str) -> str:
+    path = BIN / name
+    if not path.is_file():
+        pytest.skip(f"{name} is not installed: pip install -e . (it creates the console scripts)")
+    return str(path)
+
+
+def test_train_command_runs_from_another_folder(tiny_data_dir, tmp_path) -> None:
+    cmd = [
+        _command("groundinggpt-train"), "experiment=stage2_fine", "debug=fast",
+        f"data.root={tiny_data_dir}", "data.synthetic=null", "data.batch_size=2",
+        "trainer.limit_train_batches=2", f"hydra.run.dir={tmp_path / 'run'}",
+    ]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "PROJECT_ROOT"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["trainer/global_step"] == 2
+
+
+def test_a_users_config_folder_joins_the_shipped_groups(tmp_path) -> None:
+    mine = tmp_path / "my_configs" / "experiment"
+    mine.mkdir(parents=True)
+    (mine / "my_exp.yaml").write_text(
+        "# @package _global_\ndefaults:\n  - override /stage: stage3_instruct\n"
+        "task_name: my_exp\nstage:\n  lr: 1.234e-4\n"
+    )
+    cmd = [
+        _command("groundinggpt-train"), f"hydra.searchpath=[file://{tmp_path / 'my_configs'}]",
+        "experiment=my_exp", "--cfg", "job", "--resolve",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "task_name: my_exp" in proc.stdout and "0.0001234" in proc.stdout
+    assert "name: stage3_instruct" in proc.stdout
+
+
+@pytest.mark.timeout(300)
+def test_the_wheel_carries_every_config(tmp_path) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(tmp_path), str(REPO)],
+        check=True, capture_output=True, timeout=280,
+    )  # fmt: skip
+    wheel = next(tmp_path.glob("groundinggpt-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {
+        "groundinggpt/configs/" + str(p.relative_to(REPO / "src/groundinggpt/configs"))
+        for p in (REPO / "src/groundinggpt/configs").rglob("*.yaml")
+    }
+    assert shipped and shipped <= names, sorted(shipped - names)[:5]
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "groundinggpt-train" in text and "groundinggpt-eval" in text
