@@ -197,17 +197,20 @@ class GroundingChat:
 
         Returns None when there is nothing to draw on (no image, video or sound).
         """
-        from groundinggpt.utils.visualize import draw_boxes, plot_timeline
+        from groundinggpt.utils.visualize import caption_image, draw_boxes, plot_timeline
 
         path = Path(path)
         if "image" in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-            draw_boxes(open_rgb(self.paths["image"]), answer.boxes).save(path)
+            note = "" if answer.boxes else NO_BOX
+            picture = draw_boxes(open_rgb(self.paths["image"]), answer.boxes)
+            caption_image(picture, answer.text, note).save(path)
             return path
         if self.duration is None:
             return None
         frames, times = self._frames(num_frames) if "video" in self.paths else ([], [])
-        return plot_timeline(path, self.duration, answer.spans, frames, times, answer.text)
+        note = "" if answer.spans else NO_SPAN
+        return plot_timeline(path, self.duration, answer.spans, frames, times, answer.text, note)
 
     def _frames(self, num: int) -> tuple[list[np.ndarray], list[float]]:
         import decord
@@ -216,6 +219,10 @@ class GroundingChat:
         idx = np.linspace(0, len(vr) - 1, min(num, len(vr))).round().astype(int).tolist()
         frames = list(vr.get_batch(idx).asnumpy())
         return frames, [float(vr.get_frame_timestamp(i)[0]) for i in idx]
+
+
+NO_BOX = "no box [x0, y0, x1, y1] could be parsed from the answer"
+NO_SPAN = "no span {start, end} could be parsed from the answer"
 
 
 def describe(answer: Answer, has_image: bool, has_time: bool) -> str:
@@ -233,6 +240,8 @@ def describe(answer: Answer, has_image: bool, has_time: bool) -> str:
         lines.append(f"box {k} ({unit_box}, x0 y0 x1 y1): " + " ".join(f"{v:.1f}" for v in box))
     for k, (s, e) in enumerate(answer.spans, 1):
         lines.append(f"span {k} ({unit_span}): {s:.2f} - {e:.2f}")
+    if not answer.boxes and not answer.spans and (has_image or has_time):
+        lines.append(f"({NO_BOX if has_image else NO_SPAN})")
     return "\n".join(lines)
 
 

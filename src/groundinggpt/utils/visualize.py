@@ -222,6 +222,34 @@ def draw_boxes(
     return out
 
 
+def caption_image(image: Any, text: str, note: str = "") -> Any:
+    """A copy of ``image`` (PIL) with a band below it holding ``text`` and, in red, ``note``.
+
+    Used to write the model's raw answer under the picture of its grounding, and to say when
+    nothing could be parsed from it (so a picture without boxes is never mistaken for "the
+    model found nothing").
+
+    Example:
+        >>> caption_image(img, "[.00, 0.530, 0.4300]", "no box could be parsed").save("a.png")  # doctest: +SKIP
+    """
+    from PIL import Image, ImageDraw
+
+    image = image.convert("RGB")
+    text = "".join(c for c in str(text) if c.isprintable())
+    width_chars = max(20, image.width // 7)
+    lines = textwrap.wrap(f"answer: {text}", width_chars)[:4] or ["answer: (empty)"]
+    lines += textwrap.wrap(note, width_chars)[:3] if note else []
+    band = 14 * len(lines) + 8
+    out = Image.new("RGB", (image.width, image.height + band), (255, 255, 255))
+    out.paste(image, (0, 0))
+    draw = ImageDraw.Draw(out)
+    n_text = len(lines) - (len(textwrap.wrap(note, width_chars)[:3]) if note else 0)
+    for k, line in enumerate(lines):
+        color = (0, 0, 0) if k < n_text else (200, 0, 0)
+        draw.text((4, image.height + 4 + 14 * k), line, fill=color)
+    return out
+
+
 def plot_timeline(
     path: str | Path,
     duration: float,
@@ -229,6 +257,7 @@ def plot_timeline(
     frames: Sequence[Any] = (),
     frame_times: Sequence[float] = (),
     title: str = "",
+    note: str = "",
 ) -> Path:
     """Save a picture of time spans (seconds) on a ``[0, duration]`` timeline, frames above it.
 
@@ -239,6 +268,7 @@ def plot_timeline(
         frames: a few HxWx3 uint8 frames, shown above the timeline at their times.
         frame_times: the time (s) of each frame, marked on the timeline.
         title: text above the figure (the answer).
+        note: a warning under the title in red (e.g. that no span could be parsed).
 
     Example:
         >>> plot_timeline("answer.png", 12.0, [(2.5, 6.0)], frames, [1.5, 4.5, 7.5, 10.5])
@@ -266,6 +296,8 @@ def plot_timeline(
     title = "".join(c for c in title if c.isprintable())  # raw model output may hold control bytes
     if title:
         fig.suptitle(_short(title, 2), fontsize=9)
+    if note:
+        ax.set_title(note, fontsize=8, color="red")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, format="png", dpi=80, bbox_inches="tight")
