@@ -28,6 +28,7 @@ import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
 from groundinggpt.evaluation.datamodule import Skipped
+from groundinggpt.evaluation.gallery import write_gallery
 from groundinggpt.evaluation.loading import build_model
 from groundinggpt.evaluation.scoring import BenchmarkMetrics, compute_quietly, score
 from groundinggpt.models.grounding_model import GroundingGPT
@@ -238,6 +239,10 @@ class BenchmarkEvaluator(L.LightningModule):
         self.log_dict(values, sync_dist=False, rank_zero_only=True)
         if self.trainer.is_global_zero and self.output_dir is not None:
             write_outputs(self.output_dir, values, rows)
+            try:
+                write_gallery(self.output_dir, rows)
+            except Exception as err:  # pictures must never cost the metrics already written
+                log.warning("could not draw the worst/best gallery: %s", err)
 
 
 def write_outputs(output_dir: str | Path, metrics: Mapping[str, float], rows: Sequence[dict]):
