@@ -19,7 +19,7 @@ def _conv(*values: str) -> list[dict]:
     [
         "a dog [0.100, 0.200, 0.500, 0.600][0.0, 0.0, 1.0, 1.0] and {0.10, 0.55}",
         "no coordinates [sic] {name} [1] {x, y}",
-        "a point box [0.5, 0.5, 0.5, 0.5] and a moment {0.30,0.30}",
+        "a thin box [0.5, 0.5, 0.501, 0.6] and a short moment {0.30,0.31}",  # zero: box_empty
     ],
 )
 def test_valid_grounding_text_passes(text: str) -> None:

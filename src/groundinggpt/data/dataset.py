@@ -33,6 +33,7 @@ from groundinggpt.data.validation import (
     check_conversations,
     check_grounding_text,
     check_modalities,
+    is_chat_task,
 )
 
 __all__ = [
@@ -74,7 +75,7 @@ class ConversationDataset(Dataset):
         on_error: ``"skip"`` returns ``{"skipped": reason, ...}`` for a bad record (the
             collator reports it) or ``"raise"`` raises `SampleError`.
         check_grounding: reject records whose boxes/spans are malformed (see
-            :func:`check_grounding_text`).
+            :func:`check_grounding_text`; strict except in chat tasks, `is_chat_task`).
         allow_absolute_media_paths: use record media paths as given. By default a path must
             lie inside its media root after normalisation and symlink resolution (see
             `confined_path`), else the record is skipped as ``path_outside_root``; with this
@@ -207,9 +208,10 @@ class ConversationDataset(Dataset):
         record = self.records[index]
         convs = check_conversations(record)
         check_modalities(record, self._record_keys, self._placeholders)
-        if self.check_grounding:
+        if self.check_grounding:  # number lists in free chat are text, not boxes
+            strict = not is_chat_task(self.task_of(record))
             for turn in convs:
-                check_grounding_text(turn["value"])
+                check_grounding_text(turn["value"], strict=strict)
         paths = self._media_paths(record, convs)
         input_ids, labels, truncated = self._fit(*self.formatter.encode(convs))
         media = {name: self.processors[name](path) for name, path in paths.items()}

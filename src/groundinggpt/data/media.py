@@ -14,7 +14,10 @@ decord, audio decoders, resizing, an encoder's image processor) comes out as `Me
 counted skip with the file and the reason, never as another exception. Images are checked
 from their header before any pixel is decoded: more than `MAX_PIXELS` pixels
 (``image_too_large``) or a side ratio above `MAX_ASPECT_RATIO` (``extreme_aspect_ratio``,
-whose padded square would be huge) are refused without allocating them.
+whose padded square would be huge) are refused without allocating them. A decoded sound
+shorter than `MIN_AUDIO_SECONDS` is ``empty_audio`` and one whose peak amplitude stays below
+`SILENCE_PEAK` is ``silent_audio``: a corrupt mp3 or a 1-sample wav decodes to near-silence,
+which would otherwise train as a real sound.
 """
 
 from __future__ import annotations
@@ -40,6 +43,10 @@ _HIGH_DEPTH_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I", "F"}
 # Header limits checked before an image is decoded (see `check_image_header`).
 MAX_PIXELS = 40_000_000
 MAX_ASPECT_RATIO = 20.0
+# Audio limits checked after decoding (see `AudioProcessor.load_waveform`): 0.1 s is 8 fbank
+# frames; 1e-4 is about 3 steps of 16-bit PCM, far below any recorded or synthetic sound.
+MIN_AUDIO_SECONDS = 0.1
+SILENCE_PEAK = 1e-4
 
 
 class MediaError(ValueError):
@@ -570,6 +577,9 @@ class AudioProcessor:
         target_length: fbank frames per clip after padding/cropping.
         mean: normalisation mean of the log-mel values.
         std: normalisation std of the log-mel values.
+        min_seconds: shortest decoded sound accepted; shorter ones are ``empty_audio``.
+        silence_peak: a sound whose largest absolute sample (full scale 1.0) is below this is
+            ``silent_audio``; ``0`` accepts any sound.
 
     Example:
         >>> proc = AudioProcessor()
@@ -586,9 +596,13 @@ class AudioProcessor:
         target_length: int = 204,
         mean: float = -4.268,
         std: float = 9.138,
+        min_seconds: float = MIN_AUDIO_SECONDS,
+        silence_peak: float = SILENCE_PEAK,
     ) -> None:
         if sample_rate <= 0 or clip_duration <= 0 or clips_per_sample <= 0:
             raise ValueError("sample_rate, clip_duration and clips_per_sample must be positive")
+        if min_seconds < 0 or silence_peak < 0:
+            raise ValueError("min_seconds and silence_peak must be >= 0")
         self.sample_rate = int(sample_rate)
         self.clip_duration = float(clip_duration)
         self.clips_per_sample = int(clips_per_sample)
@@ -596,9 +610,13 @@ class AudioProcessor:
         self.target_length = int(target_length)
         self.mean = float(mean)
         self.std = float(std)
+        self.min_seconds = float(min_seconds)
+        self.silence_peak = float(silence_peak)
 
     def load_waveform(self, path: str | Path) -> torch.Tensor:
-        """Mono waveform ``(1, T)`` at ``sample_rate``; `MediaError` if absent or empty."""
+        """Mono waveform ``(1, T)`` at ``sample_rate``; `MediaError` if absent, empty, shorter
+        than ``min_seconds`` (``empty_audio``) or silent (``silent_audio``, peak amplitude below
+        ``silence_peak``)."""
         import decord
 
         path = check_media_file(path, "audio")
@@ -611,6 +629,22 @@ class AudioProcessor:
             ) from err
         if samples.size == 0:
             raise MediaError(path, "audio has no samples", kind="empty_audio")
+        min_samples = math.ceil(self.min_seconds * self.sample_rate)
+        if samples.size < min_samples:
+            seconds = samples.size / self.sample_rate
+            raise MediaError(
+                path,
+                f"audio is {seconds:.4f} s ({samples.size} samples), shorter than "
+                f"{self.min_seconds} s",
+                kind="empty_audio",
+            )
+        peak = float(np.abs(samples).max())
+        if peak < self.silence_peak:
+            raise MediaError(
+                path,
+                f"audio is silent (peak amplitude {peak:.2e} < {self.silence_peak:.0e})",
+                kind="silent_audio",
+            )
         return torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32)).reshape(1, -1)
 
     def clip_starts(self, duration: float) -> list[float]:

@@ -4,6 +4,11 @@ The grounding text format (DESIGN.md) is checked strictly on training data, unli
 tolerant parser used on model output: a reversed, out-of-range or NaN box in a *target*
 would teach the model wrong coordinates, so such a record is skipped (or raises in strict
 mode) rather than silently clipped.
+
+Which bracket groups count as grounding depends on the task (`is_chat_task`): in grounding
+targets (``rec``, ``sl``, ``vtg``, and every other task but chat) any bracket group of
+numbers is a box or span and must be valid; in free chat (``chat``, ``*_chat``) only groups
+written like the model's format are, so ordinary number lists (``x = [1, 2, 3]``) are text.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ _GROUPS = {
     "box": (re.compile(r"\[([^\[\]]*)\]"), 4),
     "span": (re.compile(r"\{([^{}]*)\}"), 2),
 }
+# A coordinate as the model writes it: digits, a point, digits (``0.123``; no sign, exponent).
+_DECIMAL = re.compile(r"[0-9]+\.[0-9]+")
 
 
 def _is_numeric(content: str) -> bool:
@@ -46,6 +53,33 @@ def _is_numeric(content: str) -> bool:
     """
     items = content.split(",")
     return len(items) >= 2 and all(_NUM.fullmatch(item.strip()) for item in items)
+
+
+def _looks_like_grounding(content: str, n: int) -> bool:
+    """Whether a bracket group is written like a box (``n == 4``) or span (``n == 2``) of the
+    model's format: exactly ``n`` comma-separated decimals, each in [0, 1].
+
+    Linear in ``len(content)`` (one split, one anchored match per item).
+
+    Example:
+        >>> _looks_like_grounding("0.12, 0.30, 0.56, 0.71", 4), _looks_like_grounding("3, 4", 2)
+        (True, False)
+    """
+    items = [item.strip() for item in content.split(",", n)]
+    return len(items) == n and all(
+        _DECIMAL.fullmatch(item) and float(item) <= 1.0 for item in items
+    )
+
+
+def is_chat_task(task: str | None) -> bool:
+    """Whether records of ``task`` are free chat (``chat`` or ``*_chat``), whose text may hold
+    ordinary number lists; see `check_grounding_text`'s ``strict``.
+
+    Example:
+        >>> is_chat_task("chat"), is_chat_task("image_chat"), is_chat_task("rec")
+        (True, True, False)
+    """
+    return isinstance(task, str) and (task == "chat" or task.endswith("_chat"))
 
 
 def check_conversations(record: Mapping[str, Any]) -> list[dict[str, str]]:
@@ -113,16 +147,39 @@ def _check_group(kind: str, content: str, n: int) -> None:
         raise SampleError("box_reversed", f"box [{content}] has x1 < x0 or y1 < y0")
     if kind == "span" and values[1] < values[0]:
         raise SampleError("span_end_before_start", f"span {{{content}}} ends before it starts")
+    if kind == "box" and (values[2] == values[0] or values[3] == values[1]):
+        raise SampleError("box_empty", f"box [{content}] has zero area (x1 == x0 or y1 == y0)")
+    if kind == "span" and values[1] == values[0]:
+        raise SampleError("span_empty", f"span {{{content}}} has zero length (s == e)")
 
 
-def check_grounding_text(text: str) -> None:
+def check_grounding_text(text: str, strict: bool = True) -> None:
     """`SampleError` for any box ``[x0, y0, x1, y1]`` or span ``{s, e}`` in ``text`` that is
-    not 4 (2) finite values in [0, 1] with ``x0 <= x1, y0 <= y1`` (``s <= e``).
+    not 4 (2) finite values in [0, 1] with ``x0 < x1, y0 < y1`` (``s < e``): a reversed box or
+    span is ``*_reversed`` / ``span_end_before_start``, a zero-area box or zero-length span
+    ``box_empty`` / ``span_empty``.
 
-    Groups that are not lists of numbers (``[sic]``, ``{name}``) are ordinary text.
+    Which bracket groups are boxes and spans:
+
+    - ``strict=True`` (grounding targets: REC, SL, VTG and every task but chat): every group
+      of >= 2 comma-separated numbers, so ``[0.1, 0.2, 1.5, 0.6]``, ``[3, 4]`` or ``{NaN, 1}``
+      in such a record is a bad box or span, never text;
+    - ``strict=False`` (free chat, see `is_chat_task`): only groups written like the model's
+      format, exactly 4 (box, ``[..]``) or 2 (span, ``{..}``) comma-separated decimals with a
+      point, each in [0, 1] (``[0.12, 0.30, 0.56, 0.71]``, ``{0.25, 0.63}``). They are still
+      checked (reversed, empty); any other number list (``[3, 4]``, ``x = [1, 2, 3]``,
+      ``[10, 20, 30, 40]``, ``{1, 2}``, ``[0.1, 0.2, 0.5]``) is ordinary text. The price: a
+      chat box with a value outside [0, 1] (``[0.1, 0.2, 1.5, 0.6]``) reads as text too.
+
+    Groups that are not lists of numbers (``[sic]``, ``{name}``) are ordinary text in both.
+
+    Args:
+        text: one turn's text.
+        strict: validate every numeric group (True) or only grounding-looking ones (False).
 
     Example:
         >>> check_grounding_text("the dog [0.1, 0.2, 0.5, 0.6] runs {0.10, 0.40}")
+        >>> check_grounding_text("x = [1, 2, 3] and [10, 20, 30, 40]", strict=False)
         >>> check_grounding_text("[0.5, 0.2, 0.1, 0.6]")
         Traceback (most recent call last):
         ...
@@ -130,5 +187,7 @@ def check_grounding_text(text: str) -> None:
     """
     for kind, (pattern, n) in _GROUPS.items():
         for match in pattern.finditer(text):
-            if _is_numeric(match.group(1)):
-                _check_group(kind, match.group(1), n)
+            content = match.group(1)
+            grounding = _is_numeric(content) if strict else _looks_like_grounding(content, n)
+            if grounding:
+                _check_group(kind, content, n)

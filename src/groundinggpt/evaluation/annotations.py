@@ -41,15 +41,45 @@ def query_text(text: str) -> str:
     return text.strip().rstrip(".").strip()
 
 
+def read_utf8(path: Path, what: str = "annotation file") -> str:
+    """The text of ``path``, decoded as UTF-8 (a leading BOM is dropped).
+
+    A file in another encoding is a `ValueError` naming the file, the line and the byte
+    instead of a bare `UnicodeDecodeError`.
+
+    Args:
+        path: the file to read.
+        what: what the file is, for the message.
+
+    Example:
+        >>> _ = Path("/tmp/latin1.txt").write_bytes(b"ok\\ncaf\\xe9\\n")
+        >>> read_utf8(Path("/tmp/latin1.txt"))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: /tmp/latin1.txt:2: annotation file is not UTF-8 (byte 0xe9 at offset 6...
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        bad = data[err.start : err.end].hex(" ")
+        raise ValueError(
+            f"{path}:{line}: {what} is not UTF-8 (byte 0x{bad} at offset {err.start}: "
+            f"{err.reason}); re-encode it, e.g. `iconv -f latin1 -t utf-8`"
+        ) from err
+
+
 def read_json_or_jsonl(path: Path) -> Any:
     """A JSON document, or the list of objects of a JSONL file (errors name the line).
 
     ``.jsonl`` files are always read line by line; other suffixes as one document first.
 
     A one-line JSONL file is also a JSON document (one object): callers that expect rows
-    wrap a lone object into a list (`as_rows`).
+    wrap a lone object into a list (`as_rows`). A file that is not UTF-8 is a `ValueError`
+    naming it (`read_utf8`).
     """
-    text = path.read_text(encoding="utf-8")
+    text = read_utf8(path)
     if path.suffix != ".jsonl":
         try:
             return json.loads(text)

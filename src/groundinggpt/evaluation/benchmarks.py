@@ -59,6 +59,7 @@ from groundinggpt.evaluation.annotations import (
     fill_prompt,
     query_text,
     read_json_or_jsonl,
+    read_utf8,
     single_file,
 )
 from groundinggpt.grounding.format import (
@@ -308,7 +309,7 @@ def _read_charades_sta(
     """
     path = single_file(annotation_file, "charades_sta")
     samples, swapped = [], 0
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for n, line in enumerate(read_utf8(path).splitlines(), 1):
         if not line.strip():
             continue
         video, s, e, sentence = _charades_line(path, n, line)
@@ -413,15 +414,25 @@ def _read_pope(
 # ------------------------------------------------------------------------------------ vggss
 
 
-def _vggss_boxes(path: Path, entry: dict) -> list[list[float]]:
+def _vggss_boxes(path: Path, entry: dict, item: int = 0) -> list[list[float]]:
+    """The entry's boxes, clipped to [0, 1] with sorted corners; `ValueError` naming ``path``,
+    the item and the box for anything but lists of 4 JSON numbers in about [0, 1]."""
+    where = f"{path}: item {item} ({entry.get('file')!r})"
     boxes = entry.get("bbox")
     ok = isinstance(boxes, list) and all(isinstance(b, list) for b in boxes)
     if not ok or not all(len(b) == 4 for b in boxes):
-        raise ValueError(f"{path}: {entry.get('file')!r} needs 'bbox': [[x0, y0, x1, y1], ...]")
+        raise ValueError(f"{where} needs 'bbox': [[x0, y0, x1, y1], ...], got {boxes!r}")
+    for i, b in enumerate(boxes):
+        bad = [v for v in b if isinstance(v, bool) or not isinstance(v, (int, float))]
+        if bad:
+            raise ValueError(
+                f"{where}: bbox {i} {b!r} holds {bad[0]!r} ({type(bad[0]).__name__}); "
+                "coordinates must be JSON numbers"
+            )
     values = [float(v) for b in boxes for v in b]
     if not all(math.isfinite(v) for v in values) or max(values, default=0.0) > 2.0:
         raise ValueError(
-            f"{path}: {entry.get('file')!r} boxes must be finite fractions of the frame in "
+            f"{where}: boxes must be finite fractions of the frame in "
             f"[0, 1], got {boxes} (pixel boxes are not the VGGSS format)"
         )
     # As the VGGSS evaluation: clip to [0, 1]; corners sorted.
@@ -451,11 +462,11 @@ def _read_vggss(
     if not isinstance(entries, list):
         raise ValueError(f"{path}: expected a JSON list of {{file, class, bbox}}")
     samples, no_box = [], 0
-    for entry in entries:
+    for item, entry in enumerate(entries):
         if not isinstance(entry, dict) or "file" not in entry:
-            raise ValueError(f"{path}: every entry needs a 'file' id, got {entry!r}")
+            raise ValueError(f"{path}: item {item}: every entry needs a 'file' id, got {entry!r}")
         file_id, cls = str(entry["file"]), str(entry.get("class", ""))
-        boxes = _vggss_boxes(path, entry)
+        boxes = _vggss_boxes(path, entry, item)
         if not boxes:
             no_box += 1
             continue

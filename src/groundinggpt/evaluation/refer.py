@@ -46,6 +46,7 @@ from groundinggpt.evaluation.annotations import (
     fill_prompt,
     query_text,
     read_json_or_jsonl,
+    read_utf8,
     single_file,
 )
 from groundinggpt.evaluation.benchmarks import BenchmarkSample
@@ -158,7 +159,7 @@ def _read_refer_pickle(
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
         raise ValueError(f"{refs_path}: expected a list of ref dicts")
     _check_split(split, {r.get("split") for r in refs}, refs_path)
-    instances = json.loads(instances_path.read_text(encoding="utf-8"))
+    instances = json.loads(read_utf8(instances_path))
     images = {img["id"]: img for img in instances["images"]}
     anns = {ann["id"]: ann for ann in instances["annotations"]}
     samples = []
