@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 CONSTRAINTS := requirements/constraints.txt
 
-.PHONY: help install train test test-all lint format clean
+.PHONY: help install train demo test test-all lint format clean
 
 help:  ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,10 @@ install: $(VENV)/.installed  ## create .venv and install the project (torch trio
 
 train: install  ## the embedded default: tiny model, synthetic data, CPU (~10 min)
 	$(PY) train.py experiment=stage2_fine
+
+# Needs a checkpoint: make demo ARGS="ckpt_path=outputs/.../checkpoints/last.ckpt"
+demo: install  ## the web demo on http://127.0.0.1:7860 (give ARGS="ckpt_path=...")
+	$(PY) demo.py $(ARGS)
 
 test: install  ## the default test suite (slow tests excluded)
 	$(PY) -m pytest -q

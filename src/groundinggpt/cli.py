@@ -37,3 +37,11 @@ def infer_main(cfg: DictConfig) -> None:
     from groundinggpt.evaluation.inference import infer
 
     infer(cfg)
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="demo")
+def demo_main(cfg: DictConfig) -> None:
+    """``groundinggpt-demo``: serve a checkpoint as a web page (Gradio, the ``demo`` extra)."""
+    from groundinggpt.demo import launch
+
+    launch(cfg)

@@ -68,4 +68,5 @@ def test_the_wheel_carries_every_config(tmp_path) -> None:
     assert shipped and shipped <= names, sorted(shipped - names)[:5]
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
-    assert "groundinggpt-train" in text and "groundinggpt-eval" in text
+    for command in ("train", "eval", "infer", "demo", "convert"):
+        assert f"groundinggpt-{command} =" in text
