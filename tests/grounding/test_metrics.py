@@ -298,3 +298,5 @@ def test_binomial_p_value_matches_exact_sums() -> None:
     assert binomial_p_value(0, 256, 0.3) == pytest.approx(1.0)
     metrics = {"val/rec/acc@0.5": 0.5, "val/rec/count": 10.0, "baseline/val/rec/acc@0.5": 0.5}
     assert significance(metrics) == {"val/rec/p_value": pytest.approx(638 / 1024)}
+    zero = {"val/sl/acc@0.5": 1 / 64, "val/sl/count": 64.0, "baseline/val/sl/acc@0.5": 0.0}
+    assert significance(zero)["val/sl/p_value"] == pytest.approx(1 - (1 - 0.5 / 64) ** 64)

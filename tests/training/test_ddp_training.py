@@ -30,6 +30,7 @@ def test_a_batch_without_video_or_audio_still_gives_every_trainable_parameter_a_
     cfg = make_cfg(["experiment=stage2_fine", "data.replay_ratio=0"])
     cfg.data.stages.stage2_fine = {"rec": 1.0, "pope": 1.0}  # image-only batches
     module, dm, _ = build(cfg)
+    module.full_graph = True  # what a data-parallel run does (auto: when world size > 1)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert set(batch["media"]) == {"image"}
@@ -134,3 +135,15 @@ def test_the_ddp_command_line_finishes(tiny_data_dir, tmp_path):
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["trainer/global_step"] == 12
     assert metrics["data/consumed/total"] == 12 * 1 * 2  # both ranks, summed
+
+
+def test_one_process_leaves_unused_parameters_without_gradient(make_cfg):
+    """Alone, AdamW keeps its usual semantics: a branch a batch does not use is not stepped."""
+    cfg = make_cfg(["experiment=stage2_fine", "data.replay_ratio=0"])
+    cfg.data.stages.stage2_fine = {"rec": 1.0, "pope": 1.0}
+    module, dm, _ = build(cfg)
+    dm.setup()
+    module.training_step(next(iter(dm.train_dataloader())), 0).backward()
+    video = [p for n, p in module.named_parameters() if ".video." in n and p.requires_grad]
+    assert video and all(p.grad is None for p in video)
+    assert module.training_step({"size": 0, "skipped": ["missing_file"]}, 1) is None

@@ -415,6 +415,7 @@ def significance(metrics: Mapping[str, float], split: str = "val") -> dict[str, 
     """``<split>/<task>/p_value``: each task's headline metric against its ``baseline/`` value.
 
     Needs ``<split>/<task>/count`` (the samples scored) beside the metric and its baseline.
+    A baseline of 0 is taken as a rate of ``1 / (2 n)``.
     """
     out = {}
     for task, key in HEADLINE.items():
@@ -423,5 +424,8 @@ def significance(metrics: Mapping[str, float], split: str = "val") -> dict[str, 
         if value is None or count is None or base is None:
             continue
         n = int(count)
-        out[f"{split}/{task}/p_value"] = binomial_p_value(round(value * n), n, base)
+        # A baseline that scored 0 of n is read as a rate of 1/(2n) (between none and one
+        # hit): against a rate of exactly 0 a single lucky hit would be "certain".
+        rate = max(float(base), 0.5 / n) if n else float(base)
+        out[f"{split}/{task}/p_value"] = binomial_p_value(round(value * n), n, rate)
     return out

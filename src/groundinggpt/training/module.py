@@ -9,6 +9,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from groundinggpt.grounding.metrics import GroundingMetrics
 from groundinggpt.models.grounding_model import GroundingGPT, zero_term
@@ -137,12 +138,25 @@ class GroundingLitModule(L.LightningModule):
         if dtype is not None:
             cast_frozen_encoders(self.model, dtype)
 
+    # Whether every step must use every trainable parameter (None: when several processes
+    # train together). Data parallelism needs it; one process keeps AdamW's semantics for
+    # parameters a batch does not use (no gradient: no update, no momentum step).
+    full_graph: bool | None = None
+
+    def _needs_full_graph(self) -> bool:
+        if self.full_graph is not None:
+            return self.full_graph
+        return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int):
         self._count_skipped(batch)
         if not batch["size"]:
-            # Every sample was skipped (counted above). Returning None would skip backward on
-            # this rank only and stall the others in their gradient all-reduce; a zero loss
-            # through every trainable parameter keeps all ranks in step.
+            # Every sample was skipped (counted above). With several ranks, returning None
+            # would skip backward on this rank only and stall the others in their gradient
+            # all-reduce; a zero loss through every trainable parameter keeps them in step
+            # (this rank contributes zero gradients to the average).
+            if not self._needs_full_graph():
+                return None
             trainable = [p for p in self.model.parameters() if p.requires_grad]
             return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
         features = self.model.encode(batch["media"])
@@ -150,8 +164,11 @@ class GroundingLitModule(L.LightningModule):
             batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
-        # Branches without media in this batch still join the graph (with zero gradients), so
-        # DDP needs no `find_unused_parameters` search (see GroundingGPT.absent_branch_term).
+        if not self._needs_full_graph():
+            return out.loss
+        # Branches without media in this batch still join the graph (with zero gradients; the
+        # all-reduce averages in the other ranks' real ones), so DDP needs no
+        # `find_unused_parameters` search (see GroundingGPT.absent_branch_term).
         return out.loss + self.model.absent_branch_term(features)
 
     def _eval_step(self, batch: Mapping[str, Any], split: str) -> None:
