@@ -24,6 +24,21 @@ def compose_config(
     return cfg
 
 
+def synthetic_eval_config(
+    ckpt: Path, data_dir: Path, tasks: tuple[str, ...], tmp: Path, output: str = "eval"
+) -> DictConfig:
+    """The eval.py config for ``ckpt`` on the tiny synthetic test files of ``tasks``."""
+    files = ",".join(str(data_dir / "annotations" / f"{t}_test.json") for t in tasks)
+    overrides = [
+        f"ckpt_path={ckpt}",
+        f"benchmark.annotation_file=[{files}]",
+        f"benchmark.media_dir={data_dir}",
+        "benchmark.max_new_tokens=4",
+        "datamodule.num_workers=0",
+    ]
+    return compose_config(overrides, tmp, tmp / output, "eval")
+
+
 def shrink(cfg: DictConfig, data_dir: Path) -> DictConfig:
     """A few tiny batches of everything, on the shared tiny synthetic dataset."""
     from groundinggpt.data.synthetic import uniform_sizes

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from PIL import Image
-from tests.conftest import compose_config
+from tests.conftest import synthetic_eval_config
 
 from groundinggpt.evaluation.gallery import worst_and_best
 
@@ -30,14 +30,7 @@ def test_worst_and_best_rank_by_score_and_leave_skipped_samples_out() -> None:
 def test_eval_writes_a_gallery_per_task(tmp_path, tiny_data_dir, tiny_weights) -> None:
     from groundinggpt.evaluation.engine import evaluate
 
-    ann = tiny_data_dir / "annotations"
-    files = ",".join(str(ann / f"{t}_test.json") for t in ("rec", "vtg", "pope"))
-    cfg = compose_config(
-        [f"ckpt_path={tiny_weights.ckpt}", f"benchmark.annotation_file=[{files}]",
-         f"benchmark.media_dir={tiny_data_dir}", "benchmark.max_new_tokens=4",
-         "datamodule.num_workers=0"],
-        tmp_path, tmp_path / "eval", "eval",
-    )  # fmt: skip
+    cfg = synthetic_eval_config(tiny_weights.ckpt, tiny_data_dir, ("rec", "vtg", "pope"), tmp_path)
     evaluate(cfg)
     run = tmp_path / "eval"
     tasks = {json.loads(line)["task"] for line in (run / "predictions.jsonl").open()}

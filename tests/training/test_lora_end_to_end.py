@@ -9,7 +9,7 @@ import hydra
 import pytest
 import torch
 from omegaconf import OmegaConf
-from tests.conftest import compose_config
+from tests.conftest import compose_config, synthetic_eval_config
 
 from groundinggpt.convert.__main__ import cli
 from groundinggpt.training.checkpoint import load_weights, read_state_dict
@@ -51,14 +51,7 @@ def test_eval_and_infer_load_the_lora_checkpoint(lora_run, tmp_path, tiny_data_d
     from groundinggpt.evaluation.inference import infer
 
     ckpt, _, _ = lora_run
-    ann = tiny_data_dir / "annotations"
-    files = ",".join(str(ann / f"{t}_test.json") for t in ("rec", "pope"))
-    cfg = compose_config(
-        [f"ckpt_path={ckpt}", f"benchmark.annotation_file=[{files}]",
-         f"benchmark.media_dir={tiny_data_dir}", "benchmark.max_new_tokens=4",
-         "datamodule.num_workers=0"],
-        tmp_path, tmp_path / "eval", "eval",
-    )  # fmt: skip
+    cfg = synthetic_eval_config(ckpt, tiny_data_dir, ("rec", "pope"), tmp_path)
     metrics = evaluate(cfg)
     assert metrics["samples/total"] == 8
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["samples/total"] == 8
