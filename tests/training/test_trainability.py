@@ -46,7 +46,7 @@ def test_stage2_frozen_encoders_unchanged_rest_changes(built):
 
 def test_stage1_only_new_token_rows_of_the_llm_learn(built):
     model, batch = built
-    apply_trainability(model, encoders="frozen", adapters="full", llm="frozen", num_new_tokens=9)
+    apply_trainability(model, encoders="frozen", adapters="full", llm="frozen")
     before, after = _step(model, batch)
     changed_llm = _changed(before, after, "llm.")
     assert changed_llm <= {"llm.model.embed_tokens.weight", "llm.lm_head.weight"}
@@ -67,3 +67,29 @@ def test_bad_mode_rejected(built):
     model, _ = built
     with pytest.raises(ValueError, match="not one of"):
         apply_trainability(model, encoders="lora")
+
+
+def test_stage1_trains_the_rows_of_the_modality_tokens_wherever_they_are(make_cfg):
+    """One branch only (all nine tokens are in the tokenizer, the image ones first): the image
+    tokens' rows learn, no other row (the old rule "the last 3 x branches rows" picked the sound
+    tokens' rows)."""
+    from groundinggpt.data.conversation import SPECIAL_TOKENS
+    from groundinggpt.training.trainability import modality_token_rows
+
+    cfg = make_cfg(["experiment=stage1_pretrain"])
+    tok = hydra.utils.instantiate(cfg.tokenizer)
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})  # before the model
+    encoders = {"image": hydra.utils.instantiate(cfg.model.encoders.image)}
+    adapters = {"image": hydra.utils.instantiate(cfg.model.adapters.image)}
+    from groundinggpt.models.grounding_model import build_grounding_model
+
+    llm = hydra.utils.instantiate(cfg.model.llm)
+    model = build_grounding_model(tok, llm, encoders, adapters, {"image": 64})
+    image_rows = tok.convert_tokens_to_ids(["<im_start>", "<im_patch>", "<im_end>"])
+    assert modality_token_rows(model) == sorted(image_rows)
+    assert max(image_rows) < len(tok) - 3  # not the last rows of the vocabulary
+    apply_trainability(model, encoders="frozen", adapters="full", llm="frozen")
+    emb = model.llm.get_input_embeddings().weight
+    emb.sum().backward()
+    touched = emb.grad.abs().sum(dim=1).nonzero().flatten().tolist()
+    assert touched == sorted(image_rows)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -57,6 +57,8 @@ class GroundingGPT(nn.Module):
         llm: any ``transformers`` causal LM (its vocabulary already holds the special tokens).
         branches: ``{"image": ModalityBranch, "video": ..., "audio": ...}``.
         patch_token_ids: the patch token id per modality.
+        modality_token_ids: every special token id per modality (start, patch, end); default
+            the patch ids alone.
 
     Example:
         >>> model = build_grounding_model(tokenizer, llm, encoders, adapters, media_tokens)
@@ -68,11 +70,19 @@ class GroundingGPT(nn.Module):
         llm: nn.Module,
         branches: Mapping[str, ModalityBranch],
         patch_token_ids: Mapping[str, int],
+        modality_token_ids: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
         super().__init__()
         self.llm = llm
         self.branches = nn.ModuleDict(branches)
         self.patch_token_ids = dict(patch_token_ids)
+        # start, patch and end token ids per modality: the rows stage 1 trains
+        self.modality_token_ids = {
+            m: list(ids)
+            for m, ids in (
+                modality_token_ids or {m: [i] for m, i in patch_token_ids.items()}
+            ).items()
+        }
 
     def encode(self, media: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Branch outputs ``{name: (M, N, D)}`` for every modality present in ``media``."""
@@ -211,8 +221,11 @@ def build_grounding_model(
     if set(specs) != set(encoders):
         raise ValueError(f"media_tokens {sorted(specs)} do not match encoders {sorted(encoders)}")
     patch_ids = {m: tokenizer.convert_tokens_to_ids(s.patch) for m, s in specs.items()}
+    token_ids = {
+        m: tokenizer.convert_tokens_to_ids([s.start, s.patch, s.end]) for m, s in specs.items()
+    }
     branches = {m: ModalityBranch(encoders[m], adapters[m]) for m in encoders}
-    return GroundingGPT(llm, branches, patch_ids)
+    return GroundingGPT(llm, branches, patch_ids, token_ids)
 
 
 __all__ = ["GroundingGPT", "ModalityBranch", "build_grounding_model", "SPECIAL_TOKENS"]

@@ -112,7 +112,6 @@ class GroundingLitModule(L.LightningModule):
         if init_from:
             load_weights(self.model, init_from)
         spec = dict(trainable or {})
-        spec.setdefault("num_new_tokens", len(model.patch_token_ids) * 3)
         self.trainable_counts = apply_trainability(self.model, **spec)
         keep_trainable_fp32(self.model)
         if gradient_checkpointing:

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -25,16 +25,21 @@ def _set(module: nn.Module, flag: bool) -> None:
         p.requires_grad_(flag)
 
 
-def _train_rows_from(weight: nn.Parameter, first_row: int) -> None:
-    """Let only rows ``first_row:`` of an embedding matrix learn (a gradient mask).
+def _train_rows(weight: nn.Parameter, rows: Sequence[int]) -> None:
+    """Let only ``rows`` of an embedding matrix learn (a gradient mask).
 
     The other rows get zero gradients, so they stay fixed under Adam(W) only with
     ``weight_decay=0`` (the recipe's setting); decay would still shrink them.
     """
     weight.requires_grad_(True)
     mask = torch.zeros(weight.shape[0], 1, dtype=weight.dtype, device=weight.device)
-    mask[first_row:] = 1.0
+    mask[list(rows)] = 1.0
     weight.register_hook(lambda grad: grad * mask.to(grad.device, grad.dtype))
+
+
+def modality_token_rows(model: GroundingGPT) -> list[int]:
+    """Embedding rows of the model's modality tokens (start, patch, end of every branch)."""
+    return sorted({i for ids in model.modality_token_ids.values() for i in ids})
 
 
 def apply_trainability(
@@ -43,7 +48,6 @@ def apply_trainability(
     adapters: str = "full",
     llm: str = "full",
     new_token_embeddings: bool = True,
-    num_new_tokens: int = 0,
     lora: Mapping[str, Any] | None = None,
 ) -> dict[str, int]:
     """Freeze or unfreeze the model's parts; returns trainable parameter counts per part.
@@ -53,8 +57,8 @@ def apply_trainability(
         encoders, adapters: ``"frozen"`` or ``"full"``.
         llm: ``"frozen"``, ``"full"`` or ``"lora"`` (peft adapters on the attention projections).
         new_token_embeddings: with a frozen or LoRA LLM, still train the embedding rows of the
-            ``num_new_tokens`` tokens added last (the modality tokens), as in stage 1.
-        num_new_tokens: how many rows at the end of the vocabulary are new.
+            model's modality tokens (found by id, wherever the tokenizer put them), as in
+            stage 1.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``).
     """
     for part, mode in {"encoders": encoders, "adapters": adapters, "llm": llm}.items():
@@ -69,11 +73,11 @@ def apply_trainability(
         apply_lora(model, lora or {})
     else:
         _set(model.llm, llm == "full")
-    if llm != "full" and new_token_embeddings and num_new_tokens > 0:
-        vocab = model.llm.get_input_embeddings().weight.shape[0]
+    if llm != "full" and new_token_embeddings:
+        rows = modality_token_rows(model)
         for emb in {model.llm.get_input_embeddings(), model.llm.get_output_embeddings()}:
-            if emb is not None:
-                _train_rows_from(emb.weight, vocab - num_new_tokens)
+            if emb is not None and rows:
+                _train_rows(emb.weight, rows)
     counts = trainable_counts(model)
     log.info("trainable parameters: %s", counts)
     return counts
