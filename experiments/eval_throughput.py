@@ -37,7 +37,7 @@ from hydra import compose, initialize_config_dir
 from groundinggpt.evaluation.datamodule import BenchmarkDataModule
 from groundinggpt.evaluation.engine import register_output_capture
 from groundinggpt.evaluation.loading import build_model
-from groundinggpt.training.module import generate_answers
+from groundinggpt.models.generation import generate_answers
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
 

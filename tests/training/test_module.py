@@ -8,7 +8,8 @@ import torch
 from tests.conftest import compose_config
 
 from groundinggpt.data.conversation import ConversationFormatter, modality_specs, pad_sequences
-from groundinggpt.training.module import GroundingLitModule, generate_answers
+from groundinggpt.models.generation import generate_answers
+from groundinggpt.training.module import GroundingLitModule
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,8 @@ from groundinggpt.evaluation.datamodule import Skipped
 from groundinggpt.evaluation.gallery import write_gallery
 from groundinggpt.evaluation.loading import build_model
 from groundinggpt.evaluation.scoring import BenchmarkMetrics, compute_quietly, score
+from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT
-from groundinggpt.training.module import generate_answers
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from groundinggpt.data.conversation import ConversationFormatter, modality_specs
 from groundinggpt.data.media import box_from_padded, open_rgb
 from groundinggpt.evaluation.loading import build_model
 from groundinggpt.grounding.format import parse_boxes, parse_spans
-from groundinggpt.training.module import generate_answers
+from groundinggpt.models.generation import generate_answers
 
 log = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import torch
 import torch.distributed as dist
 
 from groundinggpt.grounding.metrics import GroundingMetrics
+from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT, zero_term
 from groundinggpt.training.checkpoint import load_weights
 from groundinggpt.training.lora import lora_settings
@@ -24,40 +25,6 @@ from groundinggpt.training.precision import (
 from groundinggpt.training.trainability import apply_trainability
 
 log = logging.getLogger(__name__)
-
-
-def generate_answers(
-    model: GroundingGPT,
-    tokenizer,
-    batch: Mapping[str, Any],
-    generation: Mapping[str, Any] | None = None,
-    features: Mapping[str, torch.Tensor] | None = None,
-) -> list[str]:
-    """Decode answers to a batch of left-padded prompts (KV cache, greedy unless told otherwise).
-
-    The one generation path of validation, ``eval.py`` and ``infer.py``.
-
-    Args:
-        model: the grounding model.
-        tokenizer: its tokenizer (pad/eos ids, decoding).
-        batch: ``prompt_ids`` and ``prompt_mask`` (B, T) left-padded, ``media`` per modality.
-        generation: kwargs of ``generate`` (``max_new_tokens``, ``do_sample``...).
-        features: already encoded media (skips the encoders).
-
-    Example:
-        >>> generate_answers(model, tok, collate([sample]), {"max_new_tokens": 16})
-        ['[0.120, 0.300, 0.560, 0.710]']
-    """
-    tokens = model.generate(
-        batch["prompt_ids"],
-        batch["prompt_mask"],
-        batch["media"],
-        features=features,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **dict(generation or {}),
-    )  # (B, T_new)
-    return [t.strip() for t in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
 
 
 class GroundingLitModule(L.LightningModule):
