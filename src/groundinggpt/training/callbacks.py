@@ -259,9 +259,13 @@ class RunReport(L.Callback):
         skipped = getattr(pl_module, "skipped", {})
         out |= {f"skipped/{k}": float(v) for k, v in skipped.items()}
         out["skipped/total"] = float(sum(skipped.values()))
+        from groundinggpt.training.throughput import Throughput
+
         for callback in trainer.callbacks:
             if isinstance(callback, DataMonitor):
                 out |= callback.metrics()
+            if isinstance(callback, Throughput):
+                out |= callback.metrics(trainer, pl_module)
         out["time/wall_s"] = round(time.perf_counter() - self.start, 1)
         out["trainer/global_step"] = float(trainer.global_step)
         return out
