@@ -38,3 +38,23 @@ def test_checkpointed_training_gives_the_same_gradients(make_cfg, switch) -> Non
     assert grads.keys() == plain.keys()
     for name, grad in grads.items():
         torch.testing.assert_close(grad, plain[name], atol=1e-6, rtol=1e-4, msg=name)
+
+
+def test_auto_turns_checkpointing_on_under_deepspeed_only(make_cfg) -> None:
+    from types import SimpleNamespace
+
+    from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
+
+    cfg = make_cfg(["experiment=stage2_fine"])
+    assert cfg.module.gradient_checkpointing == "auto"
+
+    def checkpointed(strategy) -> bool:
+        tok = hydra.utils.instantiate(cfg.tokenizer)
+        model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
+        module = hydra.utils.instantiate(cfg.module, model=model, tokenizer=tok)
+        module.trainer = SimpleNamespace(strategy=strategy, precision="32-true")
+        module.setup("fit")
+        return any(getattr(m, "gradient_checkpointing", False) for m in model.llm.modules())
+
+    assert checkpointed(DeepSpeedStrategy(stage=2))
+    assert not checkpointed(DDPStrategy())

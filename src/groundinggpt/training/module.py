@@ -43,7 +43,9 @@ class GroundingLitModule(L.LightningModule):
             merged into plain weights first, so the next stage may use LoRA again or not.
         num_plot_samples: how many validation predictions to keep for the picture.
         gradient_checkpointing: recompute activations in the backward pass: ``{llm: bool,
-            adapters: bool}`` (``true`` = both), independent of the distributed strategy.
+            adapters: bool}`` (``true`` = both), independent of the distributed strategy;
+            ``"auto"`` turns it on under DeepSpeed (whose configs rely on it) and leaves it off
+            elsewhere (FSDP checkpoints decoder layers through its own policy).
         frozen_dtype: storage dtype of the frozen encoders: ``"auto"`` (bfloat16 when the
             trainer computes in bf16, except under FSDP, whose flat parameters need one
             dtype per unit), ``"bfloat16"``, ``"float32"`` or ``None`` (leave as built).
@@ -65,7 +67,7 @@ class GroundingLitModule(L.LightningModule):
         generation: Mapping[str, Any] | None = None,
         init_from: str | None = None,
         num_plot_samples: int = 8,
-        gradient_checkpointing: bool | Mapping[str, bool] = False,
+        gradient_checkpointing: bool | str | Mapping[str, bool] = False,
         frozen_dtype: str | None = "auto",
     ) -> None:
         super().__init__()
@@ -81,9 +83,9 @@ class GroundingLitModule(L.LightningModule):
         spec = dict(trainable or {})
         self.trainable_counts = apply_trainability(self.model, **spec)
         keep_trainable_fp32(self.model)
-        if gradient_checkpointing:
-            switches = {} if gradient_checkpointing is True else dict(gradient_checkpointing)
-            self.model.gradient_checkpointing(**switches)
+        self.gradient_checkpointing = gradient_checkpointing
+        if gradient_checkpointing and gradient_checkpointing != "auto":
+            self._enable_checkpointing(gradient_checkpointing)
         self.frozen_dtype = frozen_dtype
         self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
         self.skipped: Counter[str] = Counter()
@@ -99,7 +101,15 @@ class GroundingLitModule(L.LightningModule):
     def _count_skipped(self, batch: Mapping[str, Any]) -> None:
         self.skipped.update(batch.get("skipped", []))
 
+    def _enable_checkpointing(self, switch: bool | Mapping[str, bool]) -> None:
+        self.model.gradient_checkpointing(**({} if switch is True else dict(switch)))
+
     def setup(self, stage: str) -> None:
+        if self.gradient_checkpointing == "auto":
+            from lightning.pytorch.strategies import DeepSpeedStrategy
+
+            if isinstance(self.trainer.strategy, DeepSpeedStrategy):
+                self._enable_checkpointing(True)
         dtype = resolve_frozen_dtype(self.frozen_dtype, self.trainer)
         if dtype is not None:
             cast_frozen_encoders(self.model, dtype)
