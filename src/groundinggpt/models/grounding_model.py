@@ -25,16 +25,42 @@ class ModalityBranch(nn.Module):
         self.encoder = encoder
         self.adapter = adapter
 
-    def forward(self, media: torch.Tensor) -> torch.Tensor:
+    def forward(self, media: torch.Tensor, paths: Sequence[str] | None = None) -> torch.Tensor:
+        """``(M, ...)`` media -> ``(M, N, D_llm)``; ``paths`` (one per item) enable the cache."""
+        return self.adapt(self.encode_media(media, paths))
+
+    def encode_media(self, media: torch.Tensor, paths: Sequence[str] | None = None):
+        """The encoder's features of ``media``, read from `feature_cache` where it has them."""
+        cache = self.feature_cache if self.frozen() else None
+        if cache is None or paths is None or len(paths) != media.shape[0]:
+            return self._encode(media)
+        cached = [cache.get(p) for p in paths]
+        missing = [i for i, f in enumerate(cached) if f is None]
+        if missing:
+            fresh = self._encode(media[missing])
+            for i, features in zip(missing, fresh, strict=True):
+                cache.put(paths[i], features)
+                cached[i] = features.detach()
+        out = torch.stack([f.to(media.device) for f in cached])
+        return out.to(_dtype_of(self.encoder, out.dtype))
+
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.encoder.parameters())
+
+    def _encode(self, media: torch.Tensor) -> torch.Tensor:
         # Skip the encoder's autograd graph when it is frozen: saves most of the memory.
-        needs_grad = any(p.requires_grad for p in self.encoder.parameters())
-        with torch.set_grad_enabled(needs_grad and torch.is_grad_enabled()):
+        with torch.set_grad_enabled(not self.frozen() and torch.is_grad_enabled()):
             # A frozen encoder may be stored in bf16 while the adapter keeps fp32 weights.
-            features = self.encoder(media.to(_dtype_of(self.encoder, media.dtype)))
+            return self.encoder(media.to(_dtype_of(self.encoder, media.dtype)))
+
+    def adapt(self, features: torch.Tensor) -> torch.Tensor:
         features = features.to(_dtype_of(self.adapter, features.dtype))
         if self.checkpoint_adapter and torch.is_grad_enabled():
             return checkpoint(self.adapter, features, use_reentrant=False)
         return self.adapter(features)  # (B, N, D_llm)
+
+    # A FeatureCache of this frozen encoder's outputs (set by `GroundingGPT.use_feature_cache`).
+    feature_cache = None
 
     checkpoint_adapter: bool = False  # gradient checkpointing of the adapter (a memory switch)
 
@@ -84,13 +110,45 @@ class GroundingGPT(nn.Module):
             ).items()
         }
 
-    def encode(self, media: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Branch outputs ``{name: (M, N, D)}`` for every modality present in ``media``."""
+    def encode(
+        self,
+        media: Mapping[str, torch.Tensor],
+        paths: Mapping[str, Sequence[str]] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Branch outputs ``{name: (M, N, D)}`` for every modality present in ``media``.
+
+        ``paths`` (the media files per modality, in item order) lets a branch with a feature
+        cache read its encoder's outputs instead of recomputing them.
+        """
+        paths = paths or {}
         return {
-            name: branch(media[name])
+            name: branch(media[name], paths.get(name))
             for name, branch in self.branches.items()
             if media.get(name) is not None and media[name].shape[0] > 0
         }
+
+    def use_feature_cache(
+        self,
+        root: str,
+        modalities: Sequence[str] | None = None,
+        preprocessing: Mapping[str, object] | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> list[str]:
+        """Cache the outputs of every frozen encoder (of ``modalities``) under ``root``.
+
+        Returns:
+            the modalities whose encoder is cached (a trainable encoder never is).
+        """
+        from groundinggpt.models.feature_cache import FeatureCache, encoder_fingerprint
+
+        used = []
+        for name, branch in self.branches.items():
+            if (modalities is None or name in modalities) and branch.frozen():
+                extra = (preprocessing or {}).get(name)
+                fingerprint = encoder_fingerprint(branch.encoder, extra)
+                branch.feature_cache = FeatureCache(root, fingerprint, dtype)
+                used.append(name)
+        return used
 
     def splice(self, input_ids: torch.Tensor, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Token embeddings with every modality's patch positions filled by ``features``."""

@@ -27,6 +27,30 @@ from groundinggpt.training.trainability import apply_trainability
 log = logging.getLogger(__name__)
 
 
+def media_paths_by_modality(batch: Mapping[str, Any]) -> dict[str, list[str]]:
+    """The media files of a collated batch per modality, in the order the media are stacked."""
+    out: dict[str, list[str]] = {}
+    for paths in batch.get("media_paths", []):
+        for modality, path in paths.items():
+            out.setdefault(modality, []).append(str(path))
+    return out
+
+
+def describe_config(obj: Any, depth: int = 0) -> Any:
+    """A stable, address-free description of a preprocessing object (for cache keys)."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [describe_config(v, depth + 1) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): describe_config(v, depth + 1) for k, v in sorted(obj.items())}
+    if hasattr(obj, "to_dict"):
+        return describe_config(obj.to_dict(), depth + 1)
+    if depth < 4 and hasattr(obj, "__dict__"):
+        return {"class": type(obj).__qualname__, **describe_config(vars(obj), depth + 1)}
+    return type(obj).__qualname__
+
+
 class GroundingLitModule(L.LightningModule):
     """Train and evaluate a :class:`GroundingGPT`.
 
@@ -50,6 +74,9 @@ class GroundingLitModule(L.LightningModule):
             trainer computes in bf16, except under FSDP, whose flat parameters need one
             dtype per unit), ``"bfloat16"``, ``"float32"`` or ``None`` (leave as built).
             Trainable parameters are always fp32 master weights: see `precision.py`.
+        feature_cache: ``{dir, modalities?, dtype?}``: keep the outputs of the frozen encoders
+            on disk and read them back instead of encoding each media file again
+            (`groundinggpt.models.feature_cache`); None encodes every time.
 
     Example:
         >>> module = GroundingLitModule(model, tok, partial(torch.optim.AdamW, lr=2e-5), sched)
@@ -69,6 +96,7 @@ class GroundingLitModule(L.LightningModule):
         num_plot_samples: int = 8,
         gradient_checkpointing: bool | str | Mapping[str, bool] = False,
         frozen_dtype: str | None = "auto",
+        feature_cache: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -87,6 +115,7 @@ class GroundingLitModule(L.LightningModule):
         if gradient_checkpointing and gradient_checkpointing != "auto":
             self._enable_checkpointing(gradient_checkpointing)
         self.frozen_dtype = frozen_dtype
+        self.feature_cache = dict(feature_cache) if feature_cache else None
         self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
         self.skipped: Counter[str] = Counter()
         self.plot_samples: list[dict[str, Any]] = []
@@ -101,10 +130,24 @@ class GroundingLitModule(L.LightningModule):
     def _count_skipped(self, batch: Mapping[str, Any]) -> None:
         self.skipped.update(batch.get("skipped", []))
 
+    def _use_feature_cache(self) -> None:
+        spec = self.feature_cache
+        processors = getattr(self.trainer.datamodule, "processors", {}) or {}
+        dtype = getattr(torch, str(spec.get("dtype", "float32")))
+        used = self.model.use_feature_cache(
+            spec["dir"],
+            spec.get("modalities"),
+            {m: describe_config(p) for m, p in processors.items()},
+            dtype,
+        )
+        log.info("frozen-encoder feature cache for %s in %s", used, spec["dir"])
+
     def _enable_checkpointing(self, switch: bool | Mapping[str, bool]) -> None:
         self.model.gradient_checkpointing(**({} if switch is True else dict(switch)))
 
     def setup(self, stage: str) -> None:
+        if self.feature_cache and stage == "fit":
+            self._use_feature_cache()
         if self.gradient_checkpointing == "auto":
             from lightning.pytorch.strategies import DeepSpeedStrategy
 
@@ -135,7 +178,7 @@ class GroundingLitModule(L.LightningModule):
                 return None
             trainable = [p for p in self.model.parameters() if p.requires_grad]
             return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
-        features = self.model.encode(batch["media"])
+        features = self.model.encode(batch["media"], media_paths_by_modality(batch))
         out = self.model(
             batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
@@ -152,7 +195,7 @@ class GroundingLitModule(L.LightningModule):
         if not batch["size"]:
             return
         # The teacher-forced loss and the generation share one pass through the encoders.
-        features = self.model.encode(batch["media"])
+        features = self.model.encode(batch["media"], media_paths_by_modality(batch))
         out = self.model(
             batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
