@@ -6,10 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from groundinggpt.models.imagebind_audio import (
-    ImageBindAudioEncoder,
-    convert_imagebind_audio_state_dict,
-)
+from groundinggpt.convert.components import convert_imagebind_audio_state_dict
+from groundinggpt.models.imagebind_audio import ImageBindAudioEncoder
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, out_dim=24)
 M, L, K, S = 128, 204, 16, 10

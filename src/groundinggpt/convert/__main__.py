@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from groundinggpt.convert.io import read_checkpoint
+from groundinggpt.convert.io import read_checkpoint, save
 from groundinggpt.convert.released import (
     adapter_state,
     check_released_config,
@@ -69,14 +69,6 @@ def target_token_ids(tokenizer_path: str | None, vocab: int) -> dict[str, int]:
     if len(tok) != vocab:
         raise ValueError(f"tokenizer has {len(tok)} tokens with ours, the release {vocab} rows")
     return dict(zip(SPECIAL_TOKENS, tok.convert_tokens_to_ids(SPECIAL_TOKENS), strict=True))
-
-
-def save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
-    log.info("wrote %d tensors to %s", len(state), path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,7 +33,6 @@ import torch
 from torch import nn
 
 from groundinggpt.convert.mapping import Conversion, KeyRules
-from groundinggpt.models.imagebind_audio import IMAGEBIND_AUDIO_KEY_PREFIXES
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +110,41 @@ def split_hf_qkv_bias(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
         else:
             out[key] = value
     return out
+
+
+LOGIT_SCALE_KEY = "modality_postprocessors.audio.1.log_logit_scale"
+
+# ImageBind keys (audio branch) -> our keys; matched as prefixes, first match wins.
+IMAGEBIND_AUDIO_KEY_PREFIXES: dict[str, str] = {
+    "modality_preprocessors.audio.rgbt_stem.proj.": "patch_embed.proj.",
+    "modality_preprocessors.audio.rgbt_stem.norm_layer.": "patch_embed.norm.",
+    "modality_preprocessors.audio.cls_token": "cls_token",
+    "modality_preprocessors.audio.pos_embedding_helper.pos_embed": "pos_embed",
+    "modality_trunks.audio.blocks.": "blocks.",
+    "modality_heads.audio.0.": "head_norm.",
+    "modality_heads.audio.2.": "head_proj.",
+}
+
+
+def convert_imagebind_audio_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Pick the audio branch out of a full ImageBind state dict, renamed to our keys.
+
+    Keys of other modalities and the fixed logit-scale buffer are dropped.
+
+    Raises:
+        ValueError: when the state dict holds no audio-branch key.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        for old, new in IMAGEBIND_AUDIO_KEY_PREFIXES.items():
+            if key.startswith(old):
+                converted[new + key[len(old) :]] = value
+                break
+    if not converted:
+        raise ValueError("state dict has no ImageBind audio keys ('modality_*.audio.*')")
+    return converted
 
 
 def imagebind_audio_rules(src: str, dst: str) -> KeyRules:
@@ -231,6 +265,9 @@ def load_conversion(module: nn.Module, conversion: Conversion, source: str) -> N
 __all__ = [
     "blip2_video_encoder_conversion",
     "check_imagebind_logit_scale",
+    "convert_imagebind_audio_state_dict",
+    "IMAGEBIND_AUDIO_KEY_PREFIXES",
+    "LOGIT_SCALE_KEY",
     "clip_vision_rules",
     "eva_rules",
     "hf_blip2_vision_rules",

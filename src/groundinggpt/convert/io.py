@@ -150,3 +150,12 @@ def _is_state_dict(obj: Mapping) -> bool:
 
 
 __all__ = ["read_checkpoint", "resolve", "shard_files"]
+
+
+def save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write ``state`` as one ``.safetensors`` file (folders created) with ``metadata``."""
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    log.info("wrote %d tensors to %s", len(state), path)

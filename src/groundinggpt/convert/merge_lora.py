@@ -33,7 +33,7 @@ def find_run_config(ckpt: Path) -> Path:
 
 def merge_lora_checkpoint(ckpt: Path, out: Path, config: Path | None = None) -> int:
     """Write ``ckpt``'s model, LoRA merged, to ``out``; returns the number of tensors."""
-    from groundinggpt.convert.__main__ import save
+    from groundinggpt.convert.io import save
     from groundinggpt.evaluation.loading import build_model
 
     cfg = OmegaConf.load(config or find_run_config(ckpt))

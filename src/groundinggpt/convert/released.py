@@ -43,6 +43,7 @@ from pathlib import Path
 import torch
 
 from groundinggpt.convert.components import (
+    LOGIT_SCALE_KEY,
     check_imagebind_logit_scale,
     clip_vision_rules,
     eva_rules,
@@ -51,7 +52,6 @@ from groundinggpt.convert.components import (
 )
 from groundinggpt.convert.mapping import Conversion, KeyRules
 from groundinggpt.data.conversation import SPECIAL_TOKENS
-from groundinggpt.models.imagebind_audio import LOGIT_SCALE_KEY
 
 # LEGO.initialize_vision_tokenizer then initialize_video_sound_tokenizer, flags of the release.
 RELEASED_TOKEN_ORDER = [

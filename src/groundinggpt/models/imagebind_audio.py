@@ -18,7 +18,7 @@ One difference from ``ImageBindModel.forward``: given ``(B, C, ...)`` clips, Ima
 the C clip embeddings; GroundingGPT (through Video-LLaMA's copy) keeps them, and so do we.
 
 Parameter names follow ImageBind's layout so ``imagebind_huge.pth`` loads after a prefix
-rename (`convert_imagebind_audio_state_dict` does it):
+rename (`groundinggpt.convert.components.convert_imagebind_audio_state_dict` does it):
 
 =================================================================== ==========================
 ``imagebind_huge.pth`` key                                          this module
@@ -43,46 +43,10 @@ The audio stem's conv has a single layer, so ImageBind stores it as ``rgbt_stem.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
-
-LOGIT_SCALE_KEY = "modality_postprocessors.audio.1.log_logit_scale"
-
-# ImageBind keys (audio branch) -> our keys; matched as prefixes, first match wins.
-IMAGEBIND_AUDIO_KEY_PREFIXES: dict[str, str] = {
-    "modality_preprocessors.audio.rgbt_stem.proj.": "patch_embed.proj.",
-    "modality_preprocessors.audio.rgbt_stem.norm_layer.": "patch_embed.norm.",
-    "modality_preprocessors.audio.cls_token": "cls_token",
-    "modality_preprocessors.audio.pos_embedding_helper.pos_embed": "pos_embed",
-    "modality_trunks.audio.blocks.": "blocks.",
-    "modality_heads.audio.0.": "head_norm.",
-    "modality_heads.audio.2.": "head_proj.",
-}
-
-
-def convert_imagebind_audio_state_dict(
-    state_dict: Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Pick the audio branch out of a full ImageBind state dict, renamed to our keys.
-
-    Keys of other modalities and the fixed logit-scale buffer are dropped.
-
-    Raises:
-        ValueError: when the state dict holds no audio-branch key.
-    """
-    converted: dict[str, torch.Tensor] = {}
-    for key, value in state_dict.items():
-        for old, new in IMAGEBIND_AUDIO_KEY_PREFIXES.items():
-            if key.startswith(old):
-                converted[new + key[len(old) :]] = value
-                break
-    if not converted:
-        raise ValueError("state dict has no ImageBind audio keys ('modality_*.audio.*')")
-    return converted
 
 
 def _num_positions(size: int, kernel_size: int, stride: int) -> int:
@@ -222,6 +186,7 @@ class ImageBindAudioEncoder(nn.Module):
     def load_pretrained(self, path: str) -> None:
         """Load the audio branch of an ImageBind checkpoint; fails on any missing parameter."""
         from groundinggpt.convert.components import (
+            LOGIT_SCALE_KEY,
             check_imagebind_logit_scale,
             imagebind_audio_rules,
             load_conversion,
@@ -270,8 +235,5 @@ class ImageBindAudioEncoder(nn.Module):
 
 
 __all__ = [
-    "IMAGEBIND_AUDIO_KEY_PREFIXES",
-    "LOGIT_SCALE_KEY",
     "ImageBindAudioEncoder",
-    "convert_imagebind_audio_state_dict",
 ]
