@@ -8,7 +8,9 @@ body of ``eval.py``.
 ``metrics.json`` keys: ``{prefix}/{task}/{metric}`` (``test/rec/acc@0.5``, as ``val/rec/...``
 in training), ``{prefix}/{task}/count`` and ``{prefix}/{task}/skipped``, plus unprefixed
 ``skipped/total``, ``skipped/<error>``, ``samples/total``, ``time/wall_s`` and
-``time/samples_per_s``.
+``time/samples_per_s``; `evaluate` adds ``benchmark/annotation_sha256``,
+``benchmark/samples_read`` and, for splits with a standard size, ``benchmark/standard_count``
+and ``benchmark/standard_split`` (1 or 0, with a warning), see `provenance`.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from groundinggpt.evaluation.datamodule import Skipped
 from groundinggpt.evaluation.gallery import write_gallery
 from groundinggpt.evaluation.loading import build_model
+from groundinggpt.evaluation.provenance import provenance
 from groundinggpt.evaluation.scoring import BenchmarkMetrics, compute_quietly, score
 from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT
@@ -305,6 +308,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         return evaluator.results
     # Read back what rank 0 wrote: with spawned workers this process holds no results.
     metrics = json.loads((Path(output_dir) / "metrics.json").read_text())
+    metrics |= provenance(cfg.benchmark, int(metrics["samples/total"]))
+    (Path(output_dir) / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True))
     print(f"\n{cfg.benchmark.name}: {int(metrics['samples/total'])} samples -> {output_dir}")
     print(format_table(metrics))
     return metrics
