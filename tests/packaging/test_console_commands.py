@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -52,13 +53,17 @@ def test_a_users_config_folder_joins_the_shipped_groups(tmp_path) -> None:
     assert "name: stage3_instruct" in proc.stdout
 
 
-@pytest.mark.timeout(300)
-def test_the_wheel_carries_every_config(tmp_path) -> None:
+@pytest.mark.timeout(400)
+def test_the_wheel_carries_every_config_and_trains_from_an_empty_folder(
+    tmp_path, tiny_data_dir
+) -> None:
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(tmp_path), str(REPO)],
-        check=True, capture_output=True, timeout=280,
+        check=True, capture_output=True, timeout=280, cwd=tmp_path,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
     )  # fmt: skip
+    shutil.rmtree(REPO / "build", ignore_errors=True)  # setuptools builds in the checkout
     wheel = next(tmp_path.glob("groundinggpt-*.whl"))
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {
@@ -70,3 +75,30 @@ def test_the_wheel_carries_every_config(tmp_path) -> None:
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     for command in ("train", "eval", "infer", "demo", "convert"):
         assert f"groundinggpt-{command} =" in text
+
+    # `pip install` of the wheel (its own folder, the dependencies of this environment), then
+    # the console command from an empty folder: the package and its configs come from the wheel
+    target = tmp_path / "installed"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target),
+         str(wheel)],
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PROJECT_ROOT"}
+    env["PYTHONPATH"] = str(target)
+    where = subprocess.run(
+        [sys.executable, "-c", "import groundinggpt.cli as c, groundinggpt.configs as g; "
+         "print(c.__file__); print(g.__file__)"],
+        cwd=empty, env=env, capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert all(line.startswith(str(target)) for line in where.stdout.split())
+    proc = subprocess.run(
+        [str(target / "bin" / "groundinggpt-train"), "experiment=stage2_fine", "debug=fast",
+         f"data.root={tiny_data_dir}", "data.synthetic=null", "data.batch_size=2",
+         "trainer.limit_train_batches=2"],
+        cwd=empty, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list((empty / "outputs").rglob("metrics.json"))  # run outputs land in that folder
