@@ -49,7 +49,7 @@ from groundinggpt.evaluation.annotations import (
     read_utf8,
     single_file,
 )
-from groundinggpt.evaluation.benchmarks import BenchmarkSample
+from groundinggpt.evaluation.sample import BenchmarkSample
 
 log = logging.getLogger(__name__)
 
