@@ -45,3 +45,32 @@ def demo_main(cfg: DictConfig) -> None:
     from groundinggpt.demo import launch
 
     launch(cfg)
+
+
+def convert_main(argv: list[str] | None = None) -> None:
+    """``groundinggpt-convert``: the released-checkpoint converter, or ``merge-lora CKPT --out X``.
+
+    ``merge-lora`` rebuilds the run's model from its ``.hydra/config.yaml`` (found from the
+    checkpoint's folder, or ``--config``), loads the checkpoint (LoRA merged by peft) and writes
+    plain weights that ``ckpt_path=`` / ``init_from=`` load without peft.
+    """
+    import argparse
+    import logging
+    import sys
+    from pathlib import Path
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] != ["merge-lora"]:
+        from groundinggpt.convert.__main__ import main
+
+        return main(argv)
+    from groundinggpt.evaluation.loading import merge_lora_checkpoint
+
+    p = argparse.ArgumentParser(prog="groundinggpt-convert merge-lora")
+    p.add_argument("ckpt", type=Path, help="a LoRA run's Lightning checkpoint")
+    p.add_argument("--out", required=True, type=Path, help="output .safetensors")
+    p.add_argument("--config", type=Path, help="the run's config (default: found from ckpt)")
+    args = p.parse_args(argv[1:])
+    n = merge_lora_checkpoint(args.ckpt, args.out, args.config)
+    print(f"wrote {n} merged tensors to {args.out}")

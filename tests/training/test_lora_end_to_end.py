@@ -11,7 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from tests.conftest import compose_config, synthetic_eval_config
 
-from groundinggpt.convert.__main__ import cli
+from groundinggpt.cli import convert_main
 from groundinggpt.training.checkpoint import load_weights, read_state_dict
 from groundinggpt.training.lora import apply_lora
 from groundinggpt.training.train import train
@@ -79,7 +79,7 @@ def test_init_from_a_lora_checkpoint_starts_the_next_stage(lora_run, make_cfg, t
 def test_merged_weights_give_the_unmerged_outputs(lora_run, tmp_path):
     ckpt, config, cfg = lora_run
     out = tmp_path / "merged.safetensors"
-    cli(["merge-lora", str(ckpt), "--out", str(out), "--config", str(config)])
+    convert_main(["merge-lora", str(ckpt), "--out", str(out), "--config", str(config)])
     merged, tok = _model(cfg)
     load_weights(merged, out)  # plain keys, strict
     assert not hasattr(merged.llm, "peft_config")

@@ -9,8 +9,8 @@ Writes ``--out`` (every tensor of the model, our keys: loads with ``ckpt_path=``
 optionally ``--adapters-out`` (the adapters only) and ``<out>.json``, a report of where every
 released tensor went and why the dropped ones are not used.
 
-``python -m groundinggpt.convert merge-lora CKPT --out X.safetensors`` merges a LoRA run's
-checkpoint into plain weights (`groundinggpt.convert.merge_lora`).
+``groundinggpt-convert merge-lora CKPT --out X.safetensors`` merges a LoRA run's checkpoint
+into plain weights (`groundinggpt.cli.convert_main`).
 """
 
 from __future__ import annotations
@@ -98,19 +98,6 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{conv.summary()}\nwrote {args.out} (report: {report_path})")
 
 
-def cli(argv: list[str] | None = None) -> None:
-    """``merge-lora ...`` or the released-checkpoint converter's flags."""
-    import sys
-
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["merge-lora"]:
-        from groundinggpt.convert.merge_lora import main as merge_main
-
-        merge_main(argv[1:])
-    else:
-        main(argv)
-
-
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    cli()
+    main()
