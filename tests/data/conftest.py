@@ -147,3 +147,30 @@ def _release_layout(root: Path) -> dict[str, Path]:
 def release_dir(tmp_path_factory) -> dict[str, Path]:
     """Folders of a tiny dataset laid out like the GroundingGPT release (written once)."""
     return _release_layout(tmp_path_factory.mktemp("release"))
+
+
+# Patch tokens per media item of the small datasets the data tests build.
+TOKENS = {"image": 3, "video": 2, "audio": 2}
+
+
+@pytest.fixture(scope="module")
+def formatter():
+    """The conversation template over the project's tokenizer with the nine modality tokens."""
+    from groundinggpt.data.conversation import SPECIAL_TOKENS, ConversationFormatter, modality_specs
+    from groundinggpt.data.tokenizer import build_tokenizer
+
+    tok = build_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
+    return ConversationFormatter(tok, modality_specs(TOKENS))
+
+
+@pytest.fixture(scope="module")
+def processors() -> dict:
+    """Media processors at 8 px / 2 frames: fast and still the real code paths."""
+    from groundinggpt.data.media import AudioProcessor, ImageProcessor, VideoProcessor
+
+    return {
+        "image": ImageProcessor(size=8),
+        "video": VideoProcessor(num_frames=2, size=8),
+        "audio": AudioProcessor(),
+    }

@@ -15,7 +15,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS, ConversationFormatter, modality_specs
 from groundinggpt.data.dataset import (
     AnnotationFileError,
     ConversationDataset,
@@ -30,26 +29,9 @@ from groundinggpt.data.media import (
     confined_path,
 )
 from groundinggpt.data.records import RecordStore
-from groundinggpt.data.tokenizer import build_tokenizer
 from groundinggpt.data.validation import check_modalities
 
 BOX = "[0.100, 0.200, 0.500, 0.600]"
-
-
-@pytest.fixture(scope="module")
-def formatter() -> ConversationFormatter:
-    tok = build_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    return ConversationFormatter(tok, modality_specs({"image": 3, "video": 2, "audio": 2}))
-
-
-@pytest.fixture(scope="module")
-def processors() -> dict:
-    return {
-        "image": ImageProcessor(size=8),
-        "video": VideoProcessor(num_frames=2, size=8),
-        "audio": AudioProcessor(),
-    }
 
 
 def png_declaring(path: Path, width: int, height: int) -> Path:

@@ -12,32 +12,10 @@ import torch
 
 from groundinggpt.data.conversation import (
     IGNORE_INDEX,
-    SPECIAL_TOKENS,
-    ConversationFormatter,
-    modality_specs,
 )
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator, SampleError
-from groundinggpt.data.media import AudioProcessor, ImageProcessor, VideoProcessor
-from groundinggpt.data.tokenizer import build_tokenizer
 
 BOX = "[0.100, 0.200, 0.500, 0.600]"
-TOKENS = {"image": 3, "video": 2, "audio": 2}
-
-
-@pytest.fixture(scope="module")
-def formatter() -> ConversationFormatter:
-    tok = build_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    return ConversationFormatter(tok, modality_specs(TOKENS))
-
-
-@pytest.fixture(scope="module")
-def processors() -> dict:
-    return {
-        "image": ImageProcessor(size=8),
-        "video": VideoProcessor(num_frames=2, size=8),
-        "audio": AudioProcessor(),
-    }
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -46,10 +47,26 @@ def file_digest(path: str | Path) -> str:
     return _DIGESTS[key]
 
 
+def describe_config(obj: Any, depth: int = 0) -> Any:
+    """A stable, address-free description of a preprocessing object (for cache keys)."""
+    if isinstance(obj, (str, int, float, bool)) or obj is None:
+        return obj
+    if isinstance(obj, (list, tuple)):
+        return [describe_config(v, depth + 1) for v in obj]
+    if isinstance(obj, Mapping):
+        return {str(k): describe_config(v, depth + 1) for k, v in sorted(obj.items())}
+    if hasattr(obj, "to_dict"):
+        return describe_config(obj.to_dict(), depth + 1)
+    if depth < 4 and hasattr(obj, "__dict__"):
+        return {"class": type(obj).__qualname__, **describe_config(vars(obj), depth + 1)}
+    return type(obj).__qualname__
+
+
 def encoder_fingerprint(encoder: nn.Module, preprocessing: Any = None) -> str:
-    """A digest of the encoder's class, every weight and buffer, and its preprocessing."""
+    """A digest of the encoder's class, every weight and buffer, and its preprocessing (any
+    object: described by `describe_config`, so no memory address enters the key)."""
     h = hashlib.sha256(f"{type(encoder).__module__}.{type(encoder).__qualname__}".encode())
-    h.update(repr(preprocessing).encode())
+    h.update(repr(describe_config(preprocessing)).encode())
     for name, tensor in sorted(encoder.state_dict().items()):
         h.update(name.encode())
         h.update(str((tuple(tensor.shape), tensor.dtype)).encode())

@@ -36,21 +36,6 @@ def media_paths_by_modality(batch: Mapping[str, Any]) -> dict[str, list[str]]:
     return out
 
 
-def describe_config(obj: Any, depth: int = 0) -> Any:
-    """A stable, address-free description of a preprocessing object (for cache keys)."""
-    if isinstance(obj, (str, int, float, bool)) or obj is None:
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return [describe_config(v, depth + 1) for v in obj]
-    if isinstance(obj, Mapping):
-        return {str(k): describe_config(v, depth + 1) for k, v in sorted(obj.items())}
-    if hasattr(obj, "to_dict"):
-        return describe_config(obj.to_dict(), depth + 1)
-    if depth < 4 and hasattr(obj, "__dict__"):
-        return {"class": type(obj).__qualname__, **describe_config(vars(obj), depth + 1)}
-    return type(obj).__qualname__
-
-
 class GroundingLitModule(L.LightningModule):
     """Train and evaluate a :class:`GroundingGPT`.
 
@@ -137,7 +122,7 @@ class GroundingLitModule(L.LightningModule):
         used = self.model.use_feature_cache(
             spec["dir"],
             spec.get("modalities"),
-            {m: describe_config(p) for m, p in processors.items()},
+            dict(processors),
             dtype,
         )
         log.info("frozen-encoder feature cache for %s in %s", used, spec["dir"])

@@ -84,10 +84,9 @@ class Throughput(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        now = time.perf_counter()
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-            now = time.perf_counter()
+            torch.cuda.synchronize()  # the step's kernels are done before it is timed
+        now = time.perf_counter()
         measured = trainer.global_step > self.warmup_steps and self._start is not None
         if measured and batch.get("size"):
             mask = batch["attention_mask"]

@@ -237,15 +237,13 @@ def caption_image(image: Any, text: str, note: str = "") -> Any:
     image = image.convert("RGB")
     text = "".join(c for c in str(text) if c.isprintable())
     width_chars = max(20, image.width // 7)
-    lines = textwrap.wrap(f"answer: {text}", width_chars)[:4] or ["answer: (empty)"]
-    lines += textwrap.wrap(note, width_chars)[:3] if note else []
-    band = 14 * len(lines) + 8
-    out = Image.new("RGB", (image.width, image.height + band), (255, 255, 255))
+    text_lines = textwrap.wrap(f"answer: {text}", width_chars)[:4] or ["answer: (empty)"]
+    note_lines = textwrap.wrap(note, width_chars)[:3]
+    lines = [(line, (0, 0, 0)) for line in text_lines] + [(n, (200, 0, 0)) for n in note_lines]
+    out = Image.new("RGB", (image.width, image.height + 14 * len(lines) + 8), (255, 255, 255))
     out.paste(image, (0, 0))
     draw = ImageDraw.Draw(out)
-    n_text = len(lines) - (len(textwrap.wrap(note, width_chars)[:3]) if note else 0)
-    for k, line in enumerate(lines):
-        color = (0, 0, 0) if k < n_text else (200, 0, 0)
+    for k, (line, color) in enumerate(lines):
         draw.text((4, image.height + 4 + 14 * k), line, fill=color)
     return out
 
