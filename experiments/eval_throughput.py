@@ -34,9 +34,9 @@ import hydra
 import torch
 from hydra import compose, initialize_config_dir
 
+from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.evaluation.datamodule import BenchmarkDataModule
 from groundinggpt.evaluation.engine import register_output_capture
-from groundinggpt.evaluation.loading import build_model
 from groundinggpt.models.generation import generate_answers
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
@@ -62,13 +62,13 @@ def load(args: argparse.Namespace):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("eval", overrides=overrides)
     if args.ckpt:
-        model, tokenizer = build_model(cfg)
+        model, tokenizer = build_model(cfg, "ckpt_path")
     else:  # random init: answers run to max_new_tokens (the worst case for both modes)
         torch.manual_seed(0)
         tokenizer = hydra.utils.instantiate(cfg.tokenizer)
         model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
     register_output_capture(model)
-    dm = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer, _convert_="all")
+    dm = build_datamodule(cfg.datamodule, model, tokenizer)
     return cfg, model.eval(), tokenizer, dm
 
 

@@ -65,7 +65,7 @@ def convert_main(argv: list[str] | None = None) -> None:
         from groundinggpt.convert.__main__ import main
 
         return main(argv)
-    from groundinggpt.evaluation.loading import merge_lora_checkpoint
+    from groundinggpt.build import merge_lora_checkpoint
 
     p = argparse.ArgumentParser(prog="groundinggpt-convert merge-lora")
     p.add_argument("ckpt", type=Path, help="a LoRA run's Lightning checkpoint")

@@ -366,9 +366,9 @@ def chat_factory_from_config(cfg: DictConfig) -> Callable[[], GroundingChat]:
     """
     import hydra
 
-    from groundinggpt.evaluation.loading import build_model
+    from groundinggpt.build import build_model
 
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, "ckpt_path")
     processors = hydra.utils.instantiate(cfg.assistant.processors, _convert_="all")
     assistant = {k: v for k, v in cfg.assistant.items() if k != "processors"}
 

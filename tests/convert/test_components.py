@@ -20,11 +20,12 @@ from groundinggpt.convert.components import (
     blip2_video_encoder_conversion,
     clip_vision_rules,
     load_conversion,
+    pretrained_audio_encoder,
+    pretrained_video_encoder,
     qformer_rules,
 )
 from groundinggpt.models.adapters import QFormer
-from groundinggpt.models.encoders import BlipVideoEncoder, ClipImageEncoder
-from groundinggpt.models.imagebind_audio import ImageBindAudioEncoder
+from groundinggpt.models.encoders import ClipImageEncoder
 from tests.convert import originals as orig
 
 H, LAYERS, INTER, ENC, Q = 16, 3, 32, 12, 4
@@ -117,7 +118,7 @@ def test_blip2_lavis_checkpoint_loads_and_matches_reference(tmp_path: Path) -> N
     sd = _blip2_lavis(_gen())
     path = tmp_path / "blip2_pretrained.pth"
     torch.save({"model": sd, "epoch": 3}, path)
-    enc = BlipVideoEncoder(**VIDEO, pretrained=str(path)).eval()
+    enc = pretrained_video_encoder(**VIDEO, pretrained=str(path)).eval()
     frames = torch.randn(1, 2, 3, 28, 28, generator=_gen(3))
     x = orig.lavis_eva_forward(sd, "visual_encoder.", frames.flatten(0, 1), 2, 2)
     x = torch.nn.functional.layer_norm(x, (16,), sd["ln_vision.weight"], sd["ln_vision.bias"])
@@ -133,9 +134,9 @@ def test_blip2_without_vit_needs_eva_file(tmp_path: Path) -> None:
     blip2 = {k: v for k, v in sd.items() if "visual_encoder" not in k}
     torch.save(blip2, tmp_path / "blip2.pth")
     with pytest.raises(KeyError, match="not in the checkpoint.*visual_encoder"):
-        BlipVideoEncoder(**VIDEO, pretrained=str(tmp_path / "blip2.pth"))
+        pretrained_video_encoder(**VIDEO, pretrained=str(tmp_path / "blip2.pth"))
     torch.save(eva, tmp_path / "eva_vit_g.pth")
-    enc = BlipVideoEncoder(
+    enc = pretrained_video_encoder(
         **VIDEO,
         pretrained=str(tmp_path / "blip2.pth"),
         vit_pretrained=str(tmp_path / "eva_vit_g.pth"),
@@ -150,7 +151,7 @@ def test_blip2_missing_or_unknown_key_fails(tmp_path: Path) -> None:
     del sd["Qformer.bert.encoder.layer.1.output_query.dense.weight"]
     torch.save(sd, tmp_path / "missing.pth")
     with pytest.raises(KeyError, match="output_query.dense.weight"):
-        BlipVideoEncoder(**VIDEO, pretrained=str(tmp_path / "missing.pth"))
+        pretrained_video_encoder(**VIDEO, pretrained=str(tmp_path / "missing.pth"))
     sd = _blip2_lavis(_gen())
     sd["Qformer.bert.encoder.layer.0.adapter.weight"] = torch.zeros(2)
     with pytest.raises(ValueError, match="unknown layout.*adapter.weight"):
@@ -198,7 +199,7 @@ def test_hf_blip2_folder_matches_hf_modules(tmp_path: Path) -> None:
         {k: state[k].contiguous() for k in keys[half:]},
         str(tmp_path / "model-00002-of-00002.safetensors"),
     )
-    enc = BlipVideoEncoder(**VIDEO, pretrained=str(tmp_path)).eval()
+    enc = pretrained_video_encoder(**VIDEO, pretrained=str(tmp_path)).eval()
     frames = torch.randn(1, 2, 3, 28, 28, generator=_gen(4))
     with torch.no_grad():
         feats = vision(pixel_values=frames.flatten(0, 1)).last_hidden_state
@@ -213,7 +214,7 @@ def test_hf_blip2_folder_matches_hf_modules(tmp_path: Path) -> None:
 def test_imagebind_checkpoint_loads_audio_branch(tmp_path: Path) -> None:
     sd = orig.imagebind(16, 1, 24, 228, _gen())
     torch.save(sd, tmp_path / "imagebind_huge.pth")
-    enc = ImageBindAudioEncoder(
+    enc = pretrained_audio_encoder(
         embed_dim=16,
         depth=1,
         num_heads=2,
@@ -236,12 +237,12 @@ def test_imagebind_bad_checkpoints_fail(tmp_path: Path) -> None:
     torch.save(sd, tmp_path / "scale.pth")
     kwargs = dict(embed_dim=16, depth=1, num_heads=2, out_dim=24)
     with pytest.raises(ValueError, match="logit scale 10"):
-        ImageBindAudioEncoder(**kwargs, pretrained=str(tmp_path / "scale.pth"))
+        pretrained_audio_encoder(**kwargs, pretrained=str(tmp_path / "scale.pth"))
     sd = orig.imagebind(16, 1, 24, 228, _gen())
     del sd["modality_trunks.audio.blocks.0.attn.bias_v"]
     torch.save(sd, tmp_path / "missing.pth")
     with pytest.raises(KeyError, match="bias_v"):
-        ImageBindAudioEncoder(**kwargs, pretrained=str(tmp_path / "missing.pth"))
+        pretrained_audio_encoder(**kwargs, pretrained=str(tmp_path / "missing.pth"))
 
 
 # ---------------------------------------------------------------------------------- CLIP
@@ -285,8 +286,3 @@ def test_clip_model_weights_convert_to_vision_encoder() -> None:
     with torch.no_grad():
         hidden = clip.vision_model(pixel_values=pixels, output_hidden_states=True).hidden_states
         torch.testing.assert_close(enc(pixels), hidden[-2][:, 1:])
-
-
-def test_vit_weights_alone_are_refused() -> None:
-    with pytest.raises(ValueError, match="vit_pretrained needs pretrained"):
-        BlipVideoEncoder(**VIDEO, vit_pretrained="eva_vit_g.pth")

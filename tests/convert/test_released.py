@@ -13,8 +13,8 @@ from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaFo
 
 from groundinggpt.convert.__main__ import main
 from groundinggpt.convert.released import RELEASED_TOKEN_ORDER, convert_released
-from groundinggpt.data.conversation import SPECIAL_TOKENS
 from groundinggpt.data.tokenizer import build_tokenizer
+from groundinggpt.modalities import SPECIAL_TOKENS
 from groundinggpt.models.adapters import AudioQFormerAdapter, MLPAdapter, VideoQFormerAdapter
 from groundinggpt.models.encoders import BlipVideoEncoder, ClipImageEncoder
 from groundinggpt.models.grounding_model import build_grounding_model
@@ -92,8 +92,9 @@ def _our_model(tokenizer):
         ),
     }
     llm = _llama(len(tokenizer))
-    tokens = {"image": 4, "video": 4, "audio": 2}
-    return build_grounding_model(tokenizer, llm, encoders, adapters, tokens).eval()
+    model = build_grounding_model(tokenizer, llm, encoders, adapters).eval()
+    assert model.media_tokens == {"image": 4, "video": 4, "audio": 2}
+    return model
 
 
 def lego_state(base_vocab: int, seed: int = 0) -> dict[str, torch.Tensor]:

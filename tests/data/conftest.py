@@ -156,8 +156,9 @@ TOKENS = {"image": 3, "video": 2, "audio": 2}
 @pytest.fixture(scope="module")
 def formatter():
     """The conversation template over the project's tokenizer with the nine modality tokens."""
-    from groundinggpt.data.conversation import SPECIAL_TOKENS, ConversationFormatter, modality_specs
+    from groundinggpt.data.conversation import ConversationFormatter
     from groundinggpt.data.tokenizer import build_tokenizer
+    from groundinggpt.modalities import SPECIAL_TOKENS, modality_specs
 
     tok = build_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})

@@ -22,10 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS, ConversationFormatter, modality_specs
+from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset
 from groundinggpt.data.media import AudioProcessor, ImageProcessor, VideoProcessor
 from groundinggpt.data.tokenizer import build_tokenizer
+from groundinggpt.modalities import SPECIAL_TOKENS, modality_specs
 
 REASON = re.compile(r"[a-z][a-z0-9_]*")
 MEDIA = {"image": "m.png", "video": "m.mp4", "sound": "m.wav"}

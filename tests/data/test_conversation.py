@@ -2,13 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from groundinggpt.data.conversation import (
-    IGNORE_INDEX,
-    SPECIAL_TOKENS,
-    ConversationFormatter,
-    modality_specs,
-    pad_sequences,
-)
+from groundinggpt.data.conversation import IGNORE_INDEX, ConversationFormatter, pad_sequences
+from groundinggpt.modalities import SPECIAL_TOKENS, modality_specs
 
 CONV = [
     {"from": "human", "value": "<image>\nWhere is the red circle?"},

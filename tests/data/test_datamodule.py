@@ -9,7 +9,9 @@ import pytest
 import torch
 from tests.conftest import compose_config
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS
+from groundinggpt.modalities import SPECIAL_TOKENS
+
+MEDIA_TOKENS = {"image": 64, "video": 8, "audio": 8}  # the tiny model's
 
 STAGES = {
     "stage1_pretrain": {"llava_pretrain", "valley_pretrain", "wavcaps"},
@@ -46,7 +48,9 @@ def _datamodule(release_dir, tmp_path, stage: str, *overrides: str):
     )
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _convert_="all")
+    dm = hydra.utils.instantiate(
+        cfg.data, tokenizer=tokenizer, media_tokens=MEDIA_TOKENS, _convert_="all"
+    )
     dm.setup("fit")
     return dm
 

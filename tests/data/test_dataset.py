@@ -10,9 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from groundinggpt.data.conversation import (
-    IGNORE_INDEX,
-)
+from groundinggpt.data.conversation import IGNORE_INDEX
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator, SampleError
 
 BOX = "[0.100, 0.200, 0.500, 0.600]"

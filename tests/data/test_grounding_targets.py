@@ -10,13 +10,14 @@ from pathlib import Path
 import pytest
 from tests.data.conftest import conv, write_records
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS, ConversationFormatter, modality_specs
+from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset
 from groundinggpt.data.records import SampleError
 from groundinggpt.data.synthetic.generate import ensure_synthetic, uniform_sizes
 from groundinggpt.data.tokenizer import build_tokenizer
 from groundinggpt.data.validation import check_grounding_text, is_chat_task
 from groundinggpt.grounding.format import parse_boxes, parse_spans
+from groundinggpt.modalities import SPECIAL_TOKENS, modality_specs
 
 
 def _kind(text: str, strict: bool = True) -> str:

@@ -10,11 +10,12 @@ import pytest
 import torch
 from tests.data.conftest import SR, write_audio, write_mp4, write_records, write_wav
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS, ConversationFormatter, modality_specs
+from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset
 from groundinggpt.data.media import MIN_AUDIO_SECONDS, SILENCE_PEAK, AudioProcessor, MediaError
 from groundinggpt.data.synthetic.writers import tone
 from groundinggpt.data.tokenizer import build_tokenizer
+from groundinggpt.modalities import SPECIAL_TOKENS, modality_specs
 
 
 def _sine(seconds: float, amp: float, hz: float = 440.0) -> np.ndarray:

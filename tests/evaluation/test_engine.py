@@ -12,7 +12,7 @@ from omegaconf import open_dict
 from PIL import Image
 from tests.conftest import compose_config
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS
+from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.data.media import ImageProcessor
 from groundinggpt.data.tokenizer import build_tokenizer
 from groundinggpt.evaluation.benchmarks import BenchmarkSample, load_benchmark
@@ -24,8 +24,8 @@ from groundinggpt.evaluation.datamodule import (
     Skipped,
 )
 from groundinggpt.evaluation.engine import evaluate, format_table, merge_rows
-from groundinggpt.evaluation.loading import build_model
 from groundinggpt.evaluation.scoring import score
+from groundinggpt.modalities import SPECIAL_TOKENS
 
 TASK_FILES = ("rec", "vtg", "sl", "pope")
 TIMING = ("time/wall_s", "time/samples_per_s")
@@ -233,14 +233,14 @@ def test_eval_config_reuses_the_training_processors(tmp_path) -> None:
     train = compose_config([], tmp_path, tmp_path / "run")
     with open_dict(cfg):
         assert cfg.datamodule.processors == train.data.processors
-        assert cfg.datamodule.media_tokens == train.model.media_tokens
+        assert "media_tokens" not in cfg.datamodule  # passed from the built model
 
 
 def test_predict_returns_rows_without_metrics(tmp_path, tiny_data_dir, ckpt, annotations) -> None:
     files = [a for a in annotations if Path(a).name.startswith(("pope_", "rec_extra"))]
     cfg = eval_cfg(tmp_path, tiny_data_dir, ckpt, files)
-    model, tokenizer = build_model(cfg)
-    dm = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer, _convert_="all")
+    model, tokenizer = build_model(cfg, "ckpt_path")
+    dm = build_datamodule(cfg.datamodule, model, tokenizer)
     evaluator = hydra.utils.instantiate(cfg.evaluator, model=model, tokenizer=tokenizer)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=False, use_distributed_sampler=False)
     rows = [r for batch in trainer.predict(evaluator, datamodule=dm) for r in batch]

@@ -12,8 +12,8 @@ import pytest
 from PIL import Image
 from tests.conftest import CONFIG_DIR, compose_config
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS
 from groundinggpt.evaluation.datamodule import BenchmarkDataModule, _loader_kwargs
+from groundinggpt.modalities import SPECIAL_TOKENS
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCHMARKS = sorted(p.stem for p in Path(CONFIG_DIR, "benchmark").glob("*.yaml"))
@@ -24,7 +24,9 @@ def test_every_benchmark_composes_into_an_eval_run(name, tmp_path) -> None:
     cfg = compose_config([f"benchmark={name}", "ckpt_path=x"], tmp_path, tmp_path / "o", "eval")
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})  # as the model
-    dm = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer, _convert_="all")
+    dm = hydra.utils.instantiate(
+        cfg.datamodule, tokenizer=tokenizer, media_tokens={"image": 64}, _convert_="all"
+    )
     assert isinstance(dm, BenchmarkDataModule)
     kwargs = _loader_kwargs(dm.benchmark)
     assert kwargs["name"] == cfg.benchmark.name
@@ -33,11 +35,11 @@ def test_every_benchmark_composes_into_an_eval_run(name, tmp_path) -> None:
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path) -> None:
-    from groundinggpt.evaluation.loading import build_model
+    from groundinggpt.build import build_model
 
     cfg = compose_config([f"ckpt_path={tmp_path}/nope.ckpt"], tmp_path, tmp_path / "o", "eval")
     with pytest.raises(FileNotFoundError, match="checkpoint not found"):
-        build_model(cfg)
+        build_model(cfg, "ckpt_path")
 
 
 # ------------------------------------------------------------------- subprocess (slow) runs

@@ -11,11 +11,11 @@ import torch
 from PIL import Image, ImageDraw, ImageFilter
 from tests.conftest import compose_config
 
+from groundinggpt.build import build_model
 from groundinggpt.data.media import box_from_padded
 from groundinggpt.data.synthetic.writers import write_mp4, write_wav
 from groundinggpt.evaluation import inference
 from groundinggpt.evaluation.inference import GroundingChat, chat_loop, describe, infer
-from groundinggpt.evaluation.loading import build_model
 from groundinggpt.utils.visualize import draw_boxes
 
 SR = 16000
@@ -95,7 +95,7 @@ def _cfg(tmp_path: Path, ckpt: Path, **kwargs):
 @pytest.fixture()
 def chat(tmp_path, ckpt) -> GroundingChat:
     cfg = _cfg(tmp_path, ckpt)
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, "ckpt_path")
     return hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
 
 
@@ -230,7 +230,7 @@ def test_infer_needs_a_prompt(tmp_path, ckpt) -> None:
 
 def test_bfloat16_weights_and_media(tmp_path, ckpt, media) -> None:
     cfg = _cfg(tmp_path, ckpt, **{"assistant.dtype": "bfloat16"})
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, "ckpt_path")
     chat = hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
     chat.set_media(image=str(media["photo"]))
     assert next(chat.model.parameters()).dtype == torch.bfloat16

@@ -5,15 +5,30 @@ import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from groundinggpt.data.conversation import ConversationFormatter, modality_specs, pad_sequences
+from groundinggpt.data.conversation import ConversationFormatter, pad_sequences
+from groundinggpt.modalities import modality_specs
 from groundinggpt.models.grounding_model import build_grounding_model
 
 
 class _Identity(nn.Module):
     out_dim = 16
 
+    def __init__(self, num_tokens: int = 1) -> None:
+        super().__init__()
+        self.num_tokens = num_tokens
+
     def forward(self, x):
         return x
+
+
+class _Adapter(nn.Module):
+    out_dim = 16
+
+    def forward(self, x):
+        return x
+
+    def num_tokens(self, num_input_tokens: int) -> int:
+        return num_input_tokens
 
 
 def _llm(tokenizer) -> LlamaForCausalLM:
@@ -32,10 +47,9 @@ def _llm(tokenizer) -> LlamaForCausalLM:
 
 def _model(tokenizer, tokens=(3, 2)):
     llm = _llm(tokenizer)
-    enc = {"image": _Identity(), "audio": _Identity()}
-    ada = {"image": _Identity(), "audio": _Identity()}
-    media_tokens = {"image": tokens[0], "audio": tokens[1]}
-    return build_grounding_model(tokenizer, llm, enc, ada, media_tokens)
+    enc = {"image": _Identity(tokens[0]), "audio": _Identity(tokens[1])}
+    ada = {"image": _Adapter(), "audio": _Adapter()}
+    return build_grounding_model(tokenizer, llm, enc, ada)
 
 
 @pytest.fixture()

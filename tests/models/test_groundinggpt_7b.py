@@ -63,6 +63,11 @@ def test_llm_is_vicuna_7b_with_nine_new_rows(model) -> None:
     assert llm.dtype == torch.bfloat16
 
 
+def test_media_tokens_follow_from_the_branches(model) -> None:
+    # CLIP-L/14 at 336 px: 24 x 24 patches; the video and audio Q-Formers' query counts.
+    assert model.media_tokens == {"image": 576, "video": 64, "audio": 8}
+
+
 def test_image_branch(model) -> None:
     branch = model.branches["image"]
     assert _count(branch.encoder) == 303_507_456  # CLIP ViT-L/14-336, see test_encoders
@@ -168,4 +173,3 @@ def test_pretrained_variant_points_every_encoder_at_its_weights(tmp_path: Path) 
     assert enc.image.pretrained == "openai/clip-vit-large-patch14-336"
     assert enc.video.pretrained == f"{tmp_path}/ckpt/blip2_pretrained_flant5xxl.pth"
     assert enc.audio.pretrained == f"{tmp_path}/ckpt/imagebind/imagebind_huge.pth"
-    assert cfg.model.media_tokens == {"image": 576, "video": 64, "audio": 8}

@@ -9,9 +9,9 @@ import lightning as L
 import pytest
 import torch
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS
 from groundinggpt.data.datamodule import GroundingDataModule
 from groundinggpt.data.tokenizer import build_tokenizer
+from groundinggpt.modalities import SPECIAL_TOKENS
 from groundinggpt.training.callbacks import DataMonitor, RunReport, TooManySkippedError
 
 

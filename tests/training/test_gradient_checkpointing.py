@@ -6,6 +6,8 @@ import hydra
 import pytest
 import torch
 
+from groundinggpt.build import build_datamodule
+
 
 def _loss_and_grads(cfg, batch, switch):
     torch.manual_seed(0)
@@ -25,8 +27,8 @@ def _loss_and_grads(cfg, batch, switch):
 def test_checkpointed_training_gives_the_same_gradients(make_cfg, switch) -> None:
     cfg = make_cfg(["experiment=stage2_fine"])
     tok = hydra.utils.instantiate(cfg.tokenizer)
-    hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")  # adds the tokens
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tok, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
+    dm = build_datamodule(cfg.data, model, tok)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     _, plain_loss, plain = _loss_and_grads(cfg, batch, False)

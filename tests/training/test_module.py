@@ -7,7 +7,8 @@ import pytest
 import torch
 from tests.conftest import compose_config
 
-from groundinggpt.data.conversation import ConversationFormatter, modality_specs, pad_sequences
+from groundinggpt.data.conversation import ConversationFormatter, pad_sequences
+from groundinggpt.modalities import modality_specs
 from groundinggpt.models.generation import generate_answers
 from groundinggpt.training.module import GroundingLitModule
 
@@ -19,7 +20,7 @@ def built(tmp_path_factory):
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)
     torch.manual_seed(0)
     model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial").eval()
-    fmt = ConversationFormatter(tokenizer, modality_specs(cfg.model.media_tokens))
+    fmt = ConversationFormatter(tokenizer, modality_specs(model.media_tokens))
     return model, tokenizer, fmt
 
 

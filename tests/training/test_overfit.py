@@ -7,6 +7,7 @@ import hydra
 import torch
 from omegaconf import open_dict
 
+from groundinggpt.build import build_datamodule
 from groundinggpt.grounding.metrics import GroundingMetrics
 from groundinggpt.training.trainability import apply_trainability
 
@@ -20,7 +21,7 @@ def test_tiny_model_memorises_a_batch_and_generates_it_back(make_cfg):
     tok = hydra.utils.instantiate(cfg.tokenizer)
     model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
     apply_trainability(model, encoders="frozen", adapters="full", llm="full")
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tok, _convert_="all")
+    dm = build_datamodule(cfg.data, model, tok)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     assert set(batch["task"]) == {"rec", "pope"}

@@ -11,6 +11,8 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
+from groundinggpt.build import build_datamodule
+
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "trainer"
 SEVEN_B_TRAINERS = ["gpu", "ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"]
 
@@ -27,7 +29,7 @@ def _fit(make_cfg, precision: str, steps: int = 3):
     model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
     model.llm.to(torch.bfloat16)
     module = hydra.utils.instantiate(cfg.module, model=model, tokenizer=tok)
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tok, _convert_="all")
+    dm = build_datamodule(cfg.data, model, tok)
     before = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
     trainer = L.Trainer(
         accelerator="cpu",

@@ -12,9 +12,9 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS
 from groundinggpt.data.datamodule import GroundingDataModule
 from groundinggpt.data.tokenizer import build_tokenizer
+from groundinggpt.modalities import SPECIAL_TOKENS
 from groundinggpt.training.callbacks import DataMonitor
 
 

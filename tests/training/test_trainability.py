@@ -4,6 +4,7 @@ import hydra
 import pytest
 import torch
 
+from groundinggpt.build import build_datamodule
 from groundinggpt.training.trainability import apply_trainability
 
 
@@ -12,7 +13,7 @@ def built(make_cfg):
     cfg = make_cfg(["experiment=stage2_fine"])
     tok = hydra.utils.instantiate(cfg.tokenizer)
     model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
-    dm = hydra.utils.instantiate(cfg.data, tokenizer=tok, _convert_="all")
+    dm = build_datamodule(cfg.data, model, tok)
     dm.setup()
     batch = next(iter(dm.train_dataloader()))
     return model, batch
@@ -70,26 +71,29 @@ def test_bad_mode_rejected(built):
 
 
 def test_stage1_trains_the_rows_of_the_modality_tokens_wherever_they_are(make_cfg):
-    """One branch only (all nine tokens are in the tokenizer, the image ones first): the image
-    tokens' rows learn, no other row (the old rule "the last 3 x branches rows" picked the sound
-    tokens' rows)."""
-    from groundinggpt.data.conversation import SPECIAL_TOKENS
+    """Two branches (image and audio; all nine tokens are in the tokenizer, video's between
+    them): exactly the image and audio tokens' rows learn (the old rule "the last 3 x branches
+    rows" picked the video and sound tokens' rows)."""
+    from groundinggpt.modalities import SPECIAL_TOKENS
     from groundinggpt.training.trainability import modality_token_rows
 
     cfg = make_cfg(["experiment=stage1_pretrain"])
     tok = hydra.utils.instantiate(cfg.tokenizer)
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})  # before the model
-    encoders = {"image": hydra.utils.instantiate(cfg.model.encoders.image)}
-    adapters = {"image": hydra.utils.instantiate(cfg.model.adapters.image)}
+    branches = ("image", "audio")
+    encoders = {m: hydra.utils.instantiate(cfg.model.encoders[m]) for m in branches}
+    adapters = {m: hydra.utils.instantiate(cfg.model.adapters[m]) for m in branches}
     from groundinggpt.models.grounding_model import build_grounding_model
 
     llm = hydra.utils.instantiate(cfg.model.llm)
-    model = build_grounding_model(tok, llm, encoders, adapters, {"image": 64})
+    model = build_grounding_model(tok, llm, encoders, adapters)
     image_rows = tok.convert_tokens_to_ids(["<im_start>", "<im_patch>", "<im_end>"])
-    assert modality_token_rows(model) == sorted(image_rows)
-    assert max(image_rows) < len(tok) - 3  # not the last rows of the vocabulary
+    sound_rows = tok.convert_tokens_to_ids(["<so_start>", "<so_patch>", "<so_end>"])
+    added = sorted(image_rows + sound_rows)
+    assert modality_token_rows(model) == added
+    assert sorted(added) != list(range(len(tok) - 6, len(tok)))  # not the last rows
     apply_trainability(model, encoders="frozen", adapters="full", llm="frozen")
     emb = model.llm.get_input_embeddings().weight
     emb.sum().backward()
     touched = emb.grad.abs().sum(dim=1).nonzero().flatten().tolist()
-    assert touched == sorted(image_rows)
+    assert touched == added

@@ -30,7 +30,7 @@ from groundinggpt.convert.released import (
     default_target_token_ids,
     released_token_ids,
 )
-from groundinggpt.data.conversation import SPECIAL_TOKENS
+from groundinggpt.modalities import SPECIAL_TOKENS
 
 log = logging.getLogger("groundinggpt.convert")
 

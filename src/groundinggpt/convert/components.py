@@ -17,8 +17,10 @@ reading keys below ``src`` and writing keys below ``dst``:
 - `clip_vision_rules`: HF ``CLIPModel``/``CLIPVisionModel`` (with or without the
   ``vision_model.`` prefix) -> ``CLIPVisionModel``.
 
-`blip2_video_encoder_conversion` and `load_conversion` put them together for the encoders'
-``pretrained=`` arguments.
+`pretrained_video_encoder` and `pretrained_audio_encoder` (the ``_target_`` of
+``configs/model/groundinggpt_7b_pretrained.yaml``) build an encoder and load its component
+checkpoint through `blip2_video_encoder_conversion` / `imagebind_audio_rules` and
+`load_conversion`.
 """
 
 from __future__ import annotations
@@ -32,10 +34,22 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from groundinggpt.convert.io import read_checkpoint, resolve
 from groundinggpt.convert.mapping import Conversion, KeyRules
+from groundinggpt.models.encoders import BlipVideoEncoder
+from groundinggpt.models.imagebind_audio import ImageBindAudioEncoder
 
 log = logging.getLogger(__name__)
 
+# Keys of a BLIP-2 checkpoint (LAVIS or HF layout) that the video encoder reads.
+BLIP2_VIDEO_PREFIXES = (
+    "visual_encoder.",
+    "ln_vision.",
+    "Qformer.",
+    "query_tokens",
+    "vision_model.",
+    "qformer.",
+)
 TEXT_ONLY = "Q-Former text-side weight (the query-only path never uses it)"
 NOT_USED = "not part of GroundingGPT"
 
@@ -262,8 +276,57 @@ def load_conversion(module: nn.Module, conversion: Conversion, source: str) -> N
     log.info("%s -> %s: %s", source, type(module).__name__, conversion.summary())
 
 
+def load_blip2_video_encoder(
+    encoder: BlipVideoEncoder, pretrained: str, vit_pretrained: str | None = None
+) -> None:
+    """Load BLIP-2 weights into ``encoder``; fails on any missing parameter.
+
+    Args:
+        pretrained: BLIP-2 weights for the ViT, ``ln_vision``, Q-Former and queries: a LAVIS
+            checkpoint (``blip2_pretrained_flant5xxl.pth``) or an HF BLIP-2 folder / hub id
+            (``Salesforce/blip2-opt-2.7b``).
+        vit_pretrained: LAVIS's ``eva_vit_g.pth``, for BLIP-2 files without ViT weights.
+    """
+
+    def keep(key: str) -> bool:  # BLIP-2 files also hold heads and a language model
+        return key.startswith(BLIP2_VIDEO_PREFIXES)
+
+    state = read_checkpoint(resolve(pretrained, keep), keep=keep)
+    vit = None if vit_pretrained is None else read_checkpoint(resolve(vit_pretrained))
+    depth = len(encoder.visual_encoder.blocks)
+    load_conversion(encoder, blip2_video_encoder_conversion(state, depth, vit), pretrained)
+
+
+def load_imagebind_audio_encoder(encoder: ImageBindAudioEncoder, path: str) -> None:
+    """Load the audio branch of an ImageBind checkpoint (``imagebind_huge.pth``) into
+    ``encoder``; fails on any missing parameter or a different logit scale."""
+    state = read_checkpoint(path)
+    check_imagebind_logit_scale(state, LOGIT_SCALE_KEY, encoder.logit_scale)
+    load_conversion(encoder, imagebind_audio_rules("", "").apply(state), path)
+
+
+def pretrained_video_encoder(
+    pretrained: str, vit_pretrained: str | None = None, **sizes
+) -> BlipVideoEncoder:
+    """A `BlipVideoEncoder` of ``sizes`` with the BLIP-2 weights of ``pretrained``."""
+    encoder = BlipVideoEncoder(**sizes)
+    load_blip2_video_encoder(encoder, pretrained, vit_pretrained)
+    return encoder
+
+
+def pretrained_audio_encoder(pretrained: str, **sizes) -> ImageBindAudioEncoder:
+    """An `ImageBindAudioEncoder` of ``sizes`` with ImageBind's audio weights."""
+    encoder = ImageBindAudioEncoder(**sizes)
+    load_imagebind_audio_encoder(encoder, pretrained)
+    return encoder
+
+
 __all__ = [
     "blip2_video_encoder_conversion",
+    "load_blip2_video_encoder",
+    "load_imagebind_audio_encoder",
+    "pretrained_audio_encoder",
+    "pretrained_video_encoder",
     "check_imagebind_logit_scale",
     "convert_imagebind_audio_state_dict",
     "IMAGEBIND_AUDIO_KEY_PREFIXES",

@@ -51,7 +51,7 @@ from groundinggpt.convert.components import (
     qformer_rules,
 )
 from groundinggpt.convert.mapping import Conversion, KeyRules
-from groundinggpt.data.conversation import SPECIAL_TOKENS
+from groundinggpt.modalities import SPECIAL_TOKENS
 
 # LEGO.initialize_vision_tokenizer then initialize_video_sound_tokenizer, flags of the release.
 RELEASED_TOKEN_ORDER = [

@@ -9,47 +9,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import torch
 
+from groundinggpt.modalities import ModalitySpec
+
 IGNORE_INDEX = -100
-
-
-@dataclass(frozen=True)
-class ModalitySpec:
-    """How one modality appears in text and in the token sequence.
-
-    Args:
-        record_key: key of the media path in a data record (``image``, ``video``, ``sound``).
-        placeholder: the marker in prompts (``<image>``).
-        start, patch, end: the special tokens the placeholder expands into.
-        num_tokens: how many ``patch`` tokens one media item becomes (the adapter's output length).
-    """
-
-    record_key: str
-    placeholder: str
-    start: str
-    patch: str
-    end: str
-    num_tokens: int
-
-
-# Record key and placeholder per modality as in the released GroundingGPT data.
-_SPECIAL = {
-    "image": ("image", "<image>", "<im_start>", "<im_patch>", "<im_end>"),
-    "video": ("video", "<video>", "<vi_start>", "<vi_patch>", "<vi_end>"),
-    "audio": ("sound", "<sound>", "<so_start>", "<so_patch>", "<so_end>"),
-}
-SPECIAL_TOKENS = [tok for spec in _SPECIAL.values() for tok in spec[2:]]
-
-
-def modality_specs(num_tokens: Mapping[str, int]) -> dict[str, ModalitySpec]:
-    """Specs for the modalities in ``num_tokens`` (``{"image": 576, "video": 64, "audio": 8}``)."""
-    unknown = set(num_tokens) - set(_SPECIAL)
-    if unknown:
-        raise ValueError(f"unknown modalities {sorted(unknown)}; known: {sorted(_SPECIAL)}")
-    return {m: ModalitySpec(*_SPECIAL[m], num_tokens=int(n)) for m, n in num_tokens.items()}
 
 
 class ConversationFormatter:

@@ -10,10 +10,11 @@ from typing import Any
 import lightning as L
 from torch.utils.data import ConcatDataset, DataLoader
 
-from groundinggpt.data.conversation import ConversationFormatter, modality_specs
+from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
 from groundinggpt.data.mixture import MixtureSampler
 from groundinggpt.data.records import SampleError
+from groundinggpt.modalities import modality_specs
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ class GroundingDataModule(L.LightningDataModule):
         replay_ratio: share of each training epoch drawn from earlier stages (0 turns it off).
         val, test: names of the evaluation datasets.
         processors: ``{"image": ImageProcessor, "video": ..., "audio": ...}``.
-        media_tokens: patch tokens per media item per modality (the adapters' output lengths).
+        media_tokens: tokens per media item per modality (the model's ``media_tokens``).
         synthetic: kwargs of :func:`ensure_synthetic`; when given, ``root`` is generated first.
         system: system prompt of the conversation template.
         media_root: where media paths of records are relative to: one folder, or

@@ -18,9 +18,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from groundinggpt.data.conversation import ConversationFormatter, modality_specs
+from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
 from groundinggpt.evaluation.benchmarks import BenchmarkSample, complete_meta, load_benchmark
+from groundinggpt.modalities import modality_specs
 
 log = logging.getLogger(__name__)
 

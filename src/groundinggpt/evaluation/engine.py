@@ -29,9 +29,9 @@ import torch
 import torch.distributed as dist
 from omegaconf import DictConfig, OmegaConf
 
+from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.evaluation.datamodule import Skipped
 from groundinggpt.evaluation.gallery import write_gallery
-from groundinggpt.evaluation.loading import build_model
 from groundinggpt.evaluation.provenance import provenance
 from groundinggpt.evaluation.scoring import BenchmarkMetrics, compute_quietly, score
 from groundinggpt.models.generation import generate_answers
@@ -289,9 +289,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """
     L.seed_everything(cfg.seed, workers=True)
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, "ckpt_path")
     output_dir = str(cfg.paths.output_dir)
-    datamodule = hydra.utils.instantiate(cfg.datamodule, tokenizer=tokenizer, _convert_="all")
+    datamodule = build_datamodule(cfg.datamodule, model, tokenizer)
     evaluator = hydra.utils.instantiate(
         cfg.evaluator, model=model, tokenizer=tokenizer, output_dir=output_dir
     )

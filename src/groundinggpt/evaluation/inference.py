@@ -19,10 +19,11 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from groundinggpt.data.conversation import ConversationFormatter, modality_specs
+from groundinggpt.build import build_model
+from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.media import box_from_padded, open_rgb
-from groundinggpt.evaluation.loading import build_model
 from groundinggpt.grounding.format import parse_boxes, parse_spans
+from groundinggpt.modalities import modality_specs
 from groundinggpt.models.generation import generate_answers
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class GroundingChat:
         model: the grounding model (weights loaded).
         tokenizer: its tokenizer.
         processors: ``{"image": ImageProcessor, "video": ..., "audio": ...}`` as in training.
-        media_tokens: patch tokens per modality (the model's ``media_tokens``).
+        media_tokens: patch tokens per modality; default the model's ``media_tokens``.
         system: system prompt of the template (as in training).
         max_length: longest prompt the model may see; a longer chat must be reset.
         generation: kwargs of ``generate`` (``max_new_tokens``...; greedy by default).
@@ -75,7 +76,7 @@ class GroundingChat:
             the checkpoint's.
 
     Example:
-        >>> chat = GroundingChat(model, tok, processors, {"image": 64})
+        >>> chat = GroundingChat(model, tok, processors)
         >>> chat.set_media(image="photo.jpg")
         >>> chat.ask("Where is the dog?").boxes
         [(12.0, 40.5, 88.2, 120.0)]
@@ -86,7 +87,7 @@ class GroundingChat:
         model: torch.nn.Module,
         tokenizer,
         processors: Mapping[str, Callable],
-        media_tokens: Mapping[str, int],
+        media_tokens: Mapping[str, int] | None = None,
         system: str = "",
         max_length: int = 2048,
         generation: Mapping[str, Any] | None = None,
@@ -98,7 +99,8 @@ class GroundingChat:
         self.model = model.eval().requires_grad_(False).to(self.device, self.dtype)
         self.tokenizer = tokenizer
         self.processors = dict(processors)
-        self.formatter = ConversationFormatter(tokenizer, modality_specs(media_tokens), system)
+        tokens = media_tokens if media_tokens is not None else model.media_tokens
+        self.formatter = ConversationFormatter(tokenizer, modality_specs(tokens), system)
         self.max_length = max_length
         self.generation = dict(generation or {"max_new_tokens": 64})
         self.history: list[dict[str, str]] = []
@@ -288,7 +290,7 @@ def infer(cfg: DictConfig) -> Answer | None:
     Example:
         >>> infer(compose("infer", ["ckpt_path=last.ckpt", "image=a.jpg", "prompt=Where?"]))
     """
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, "ckpt_path")
     chat = hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
     chat.set_media(image=cfg.get("image"), video=cfg.get("video"), audio=cfg.get("audio"))
     output_dir = Path(cfg.paths.output_dir)

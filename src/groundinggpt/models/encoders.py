@@ -6,9 +6,10 @@
 - `ImageBindAudioEncoder`: ImageBind-Huge's audio branch (see `imagebind_audio`).
 
 Sizes come from constructor keyword arguments only (defaults = GroundingGPT-7B's encoders), so
-the same classes build the tiny test models and the real ones. Weights start random unless a
-``pretrained=`` checkpoint is given (CLIP: HF folder or hub id; BLIP-2: LAVIS ``.pth`` or HF
-folder/hub id; ImageBind: ``imagebind_huge.pth``); loading fails on any missing key. Callers
+the same classes build the tiny test models and the real ones. Weights start random; CLIP takes
+an HF folder or hub id as ``pretrained=``, and the BLIP-2 and ImageBind checkpoints are read by
+`groundinggpt.convert.components` (``pretrained_video_encoder``, ``pretrained_audio_encoder``:
+this package never imports the converters). Loading fails on any missing key. Callers
 freeze the encoders and run them under ``torch.no_grad()``; they also keep them in ``eval()``
 mode, since the BLIP-2 Q-Former and ImageBind keep their dropout / drop-path layers.
 
@@ -121,17 +122,6 @@ def _check_same_architecture(
         raise ValueError(f"{path}: CLIP checkpoint does not match the encoder config ({detail})")
 
 
-# Keys of a BLIP-2 checkpoint (LAVIS or HF layout) that the video encoder reads.
-BLIP2_VIDEO_PREFIXES = (
-    "visual_encoder.",
-    "ln_vision.",
-    "Qformer.",
-    "query_tokens",
-    "vision_model.",
-    "qformer.",
-)
-
-
 class BlipVideoEncoder(nn.Module):
     """Per-frame BLIP-2 visual features: EVA ViT -> ``ln_vision`` -> Q-Former queries.
 
@@ -152,10 +142,8 @@ class BlipVideoEncoder(nn.Module):
         qformer_heads: Q-Former attention heads.
         qformer_intermediate_size: Q-Former FFN hidden width.
         cross_attention_frequency: Q-Former layer ``i`` reads the frame when ``i % freq == 0``.
-        pretrained: BLIP-2 weights for the ViT, ``ln_vision``, Q-Former and queries: a LAVIS
-            checkpoint (``blip2_pretrained_flant5xxl.pth``) or an HF BLIP-2 folder / hub id
-            (``Salesforce/blip2-opt-2.7b``). ``None`` keeps the random init.
-        vit_pretrained: LAVIS's ``eva_vit_g.pth``, for BLIP-2 files without ViT weights.
+
+    BLIP-2 weights: `groundinggpt.convert.components.pretrained_video_encoder`.
 
     Attributes:
         out_dim: feature width.
@@ -183,8 +171,6 @@ class BlipVideoEncoder(nn.Module):
         qformer_heads: int = 12,
         qformer_intermediate_size: int = 3072,
         cross_attention_frequency: int = 2,
-        pretrained: str | None = None,
-        vit_pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.visual_encoder = Eva(
@@ -212,26 +198,6 @@ class BlipVideoEncoder(nn.Module):
         self.image_size = image_size
         self.out_dim = qformer_hidden_size
         self.num_tokens = num_query_tokens
-        if pretrained is not None:
-            self.load_pretrained(pretrained, vit_pretrained)
-        elif vit_pretrained is not None:
-            raise ValueError("vit_pretrained needs pretrained (the BLIP-2 Q-Former weights)")
-
-    def load_pretrained(self, pretrained: str, vit_pretrained: str | None = None) -> None:
-        """Load BLIP-2 weights (see the class Args); fails on any missing parameter."""
-        from groundinggpt.convert.components import (
-            blip2_video_encoder_conversion,
-            load_conversion,
-        )
-        from groundinggpt.convert.io import read_checkpoint, resolve
-
-        def keep(key: str) -> bool:  # BLIP-2 files also hold heads and a language model
-            return key.startswith(BLIP2_VIDEO_PREFIXES)
-
-        state = read_checkpoint(resolve(pretrained, keep), keep=keep)
-        vit = None if vit_pretrained is None else read_checkpoint(resolve(vit_pretrained))
-        depth = len(self.visual_encoder.blocks)
-        load_conversion(self, blip2_video_encoder_conversion(state, depth, vit), pretrained)
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         """Encode ``(B, T, 3, S, S)`` frames into ``(B, T, num_tokens, out_dim)``."""

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS, ModalitySpec, modality_specs
+from groundinggpt.modalities import SPECIAL_TOKENS, ModalitySpec, modality_specs
 from groundinggpt.models.llm import add_special_tokens
 
 
@@ -85,9 +85,13 @@ class GroundingGPT(nn.Module):
         patch_token_ids: the patch token id per modality.
         modality_token_ids: every special token id per modality (start, patch, end); default
             the patch ids alone.
+        media_tokens: embeddings per media item per modality (what each placeholder expands
+            to); default: derived from each branch's encoder and adapter.
 
     Example:
-        >>> model = build_grounding_model(tokenizer, llm, encoders, adapters, media_tokens)
+        >>> model = build_grounding_model(tokenizer, llm, encoders, adapters)
+        >>> model.media_tokens  # derived from the encoders and adapters
+        {'image': 64, 'video': 8, 'audio': 8}
         >>> out = model(input_ids, attention_mask, labels=labels, media={"image": pixels})
     """
 
@@ -97,10 +101,12 @@ class GroundingGPT(nn.Module):
         branches: Mapping[str, ModalityBranch],
         patch_token_ids: Mapping[str, int],
         modality_token_ids: Mapping[str, Sequence[int]] | None = None,
+        media_tokens: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.llm = llm
         self.branches = nn.ModuleDict(branches)
+        self.media_tokens = dict(media_tokens or media_token_counts(branches))
         self.patch_token_ids = dict(patch_token_ids)
         # start, patch and end token ids per modality: the rows stage 1 trains
         self.modality_token_ids = {
@@ -164,7 +170,8 @@ class GroundingGPT(nn.Module):
             if feats.shape[0] * feats.shape[1] != int(mask.sum()):
                 raise ValueError(
                     f"{name}: {feats.shape[0]} items x {feats.shape[1]} tokens do not fill "
-                    f"{int(mask.sum())} placeholder positions (check media_tokens in the config)"
+                    f"{int(mask.sum())} placeholder positions (the prompts were built for "
+                    f"{self.media_tokens[name]} tokens per item: a formatter of another model?)"
                 )
             # masked_scatter fills positions in row-major order: sample by sample, item by item.
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
@@ -255,18 +262,37 @@ def zero_term(params: list[torch.Tensor], like: torch.Tensor) -> torch.Tensor:
     return total
 
 
+def media_token_counts(branches: Mapping[str, ModalityBranch]) -> dict[str, int]:
+    """Embeddings per media item of each branch: its adapter's output for its encoder's tokens.
+
+    Example:
+        >>> media_token_counts(model.branches)  # CLIP 64 patches -> MLP; Q-Formers: queries
+        {'image': 64, 'video': 8, 'audio': 8}
+    """
+    counts = {}
+    for name, branch in branches.items():
+        encoder_tokens = getattr(branch.encoder, "num_tokens", None)
+        if encoder_tokens is None or not hasattr(branch.adapter, "num_tokens"):
+            raise TypeError(
+                f"{name}: the encoder needs a `num_tokens` attribute and the adapter a "
+                "`num_tokens(num_input_tokens)` method (see models/encoders.py, adapters.py)"
+            )
+        counts[name] = int(branch.adapter.num_tokens(encoder_tokens))
+    return counts
+
+
 def build_grounding_model(
     tokenizer,
     llm: nn.Module,
     encoders: Mapping[str, nn.Module],
     adapters: Mapping[str, nn.Module],
-    media_tokens: Mapping[str, int] | None = None,
 ) -> GroundingGPT:
     """Assemble a :class:`GroundingGPT` (the Hydra entry point for ``configs/model``).
 
     Adds the special tokens to ``tokenizer``/``llm`` and checks that every encoder has an
-    adapter and every adapter emits the LLM's width. ``media_tokens`` (patch tokens per media
-    item) is checked against the adapters' outputs at the first forward pass.
+    adapter and every adapter emits the LLM's width. The tokens per media item
+    (``model.media_tokens``) follow from each encoder and adapter (`media_token_counts`): a
+    changed ``patch_size`` or query count needs no other edit.
     """
     if set(encoders) != set(adapters):
         raise ValueError(f"encoders {sorted(encoders)} and adapters {sorted(adapters)} differ")
@@ -275,15 +301,19 @@ def build_grounding_model(
     for name, adapter in adapters.items():
         if getattr(adapter, "out_dim", width) != width:
             raise ValueError(f"{name} adapter emits {adapter.out_dim}, the LLM expects {width}")
-    specs: dict[str, ModalitySpec] = modality_specs(media_tokens or {m: 1 for m in encoders})
-    if set(specs) != set(encoders):
-        raise ValueError(f"media_tokens {sorted(specs)} do not match encoders {sorted(encoders)}")
+    specs: dict[str, ModalitySpec] = modality_specs({m: 1 for m in encoders})
     patch_ids = {m: tokenizer.convert_tokens_to_ids(s.patch) for m, s in specs.items()}
     token_ids = {
         m: tokenizer.convert_tokens_to_ids([s.start, s.patch, s.end]) for m, s in specs.items()
     }
     branches = {m: ModalityBranch(encoders[m], adapters[m]) for m in encoders}
-    return GroundingGPT(llm, branches, patch_ids, token_ids)
+    return GroundingGPT(llm, branches, patch_ids, token_ids, media_token_counts(branches))
 
 
-__all__ = ["GroundingGPT", "ModalityBranch", "build_grounding_model", "SPECIAL_TOKENS"]
+__all__ = [
+    "GroundingGPT",
+    "ModalityBranch",
+    "build_grounding_model",
+    "media_token_counts",
+    "SPECIAL_TOKENS",
+]

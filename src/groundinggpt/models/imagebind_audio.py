@@ -135,8 +135,8 @@ class ImageBindAudioEncoder(nn.Module):
         stride: patch conv stride.
         drop_path: largest stochastic depth rate (grows linearly from 0 over the blocks).
         logit_scale: fixed factor applied after L2 normalisation.
-        pretrained: ``imagebind_huge.pth`` (the full ImageBind checkpoint; its audio branch is
-            loaded, every audio parameter must be there). ``None`` keeps the random init.
+
+    ImageBind weights: `groundinggpt.convert.components.pretrained_audio_encoder`.
 
     Attributes:
         out_dim: size of each clip embedding.
@@ -161,7 +161,6 @@ class ImageBindAudioEncoder(nn.Module):
         stride: int = 10,
         drop_path: float = 0.1,
         logit_scale: float = 20.0,
-        pretrained: str | None = None,
     ) -> None:
         super().__init__()
         self.out_dim = out_dim
@@ -180,22 +179,6 @@ class ImageBindAudioEncoder(nn.Module):
         self.head_norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self.head_proj = nn.Linear(embed_dim, out_dim, bias=False)
         self._init_weights(embed_dim)
-        if pretrained is not None:
-            self.load_pretrained(pretrained)
-
-    def load_pretrained(self, path: str) -> None:
-        """Load the audio branch of an ImageBind checkpoint; fails on any missing parameter."""
-        from groundinggpt.convert.components import (
-            LOGIT_SCALE_KEY,
-            check_imagebind_logit_scale,
-            imagebind_audio_rules,
-            load_conversion,
-        )
-        from groundinggpt.convert.io import read_checkpoint
-
-        state = read_checkpoint(path)
-        check_imagebind_logit_scale(state, LOGIT_SCALE_KEY, self.logit_scale)
-        load_conversion(self, imagebind_audio_rules("", "").apply(state), path)
 
     @torch.no_grad()
     def _init_weights(self, embed_dim: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from groundinggpt.data.conversation import SPECIAL_TOKENS
+from groundinggpt.modalities import SPECIAL_TOKENS
 
 
 def add_special_tokens(tokenizer, llm: nn.Module) -> int:

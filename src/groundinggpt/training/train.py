@@ -9,6 +9,7 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.training.checkpoint import resume_path
 
 log = logging.getLogger(__name__)
@@ -20,10 +21,9 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Build the LightningModule, DataModule and Trainer that ``cfg`` describes."""
-    tokenizer = hydra.utils.instantiate(cfg.tokenizer)
-    model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
+    model, tokenizer = build_model(cfg)
     module = hydra.utils.instantiate(cfg.module, model=model, tokenizer=tokenizer)
-    datamodule = hydra.utils.instantiate(cfg.data, tokenizer=tokenizer, _convert_="all")
+    datamodule = build_datamodule(cfg.data, model, tokenizer)
     trainer = hydra.utils.instantiate(
         cfg.trainer,
         callbacks=_instantiate_dict(cfg.get("callbacks")),

@@ -45,12 +45,14 @@ DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "image_chat": {"train": 600},
     "video_chat": {"train": 600},
     "audio_chat": {"train": 600},
+    "grounded_caption": {"train": 0},
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,
     "sizes": DEFAULT_SIZES,
     "image_size": [64, 112],
     "side_frac": [0.25, 0.5],
+    "objects": [1, 3],
     "video_size": 64,
     "fps": 8,
     "video_seconds": [3.0, 6.0],
@@ -104,6 +106,9 @@ def _validate(cfg: Mapping[str, Any]) -> None:
     lo, hi = cfg["image_size"]
     if lo < 8 or hi - lo < 8:  # a width-height gap of 8 px must be drawable
         raise ValueError(f"image_size needs 8 <= lo and hi - lo >= 8, got {cfg['image_size']}")
+    lo, hi = cfg["objects"]
+    if not 1 <= lo <= hi <= 3:  # sound localisation needs distinct kinds, and there are 3
+        raise ValueError(f"objects needs 1 <= lo <= hi <= 3, got {cfg['objects']}")
     for key in ("side_frac", "span_frac"):
         a, b = cfg[key]
         if not 0 < a <= b <= 1:

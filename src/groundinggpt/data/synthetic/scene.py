@@ -143,9 +143,16 @@ def paint(canvas: np.ndarray, shape: Shape) -> tuple[int, int, int, int]:
     return tight_box(mask)
 
 
-def describe(objects: list[Shape]) -> str:
-    """``"a red circle, a green square and a blue triangle."``, objects left to right."""
-    names = [f"a {s.name}" for s in sorted(objects, key=lambda s: (s.x + s.side / 2, s.y))]
+def describe(objects: list[Shape], labels: list[str] | None = None) -> str:
+    """``"a red circle, a green square and a blue triangle."``, objects left to right.
+
+    ``labels`` (one per object, e.g. its box text) follow each object's name.
+    """
+    tags = labels or [""] * len(objects)
+    order = sorted(
+        range(len(objects)), key=lambda i: (objects[i].x + objects[i].side / 2, objects[i].y)
+    )
+    names = [f"a {objects[i].name}" + (f" {tags[i]}" if tags[i] else "") for i in order]
     if len(names) == 1:
         return names[0] + "."
     return ", ".join(names[:-1]) + " and " + names[-1] + "."

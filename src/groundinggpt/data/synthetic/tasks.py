@@ -31,6 +31,7 @@ from groundinggpt.data.synthetic.writers import tone, write_mp4, write_png, writ
 from groundinggpt.grounding.format import format_box, format_span
 
 BOX_SUFFIX = "Answer with a bounding box."
+GROUNDED_CAPTION_QUESTION = "Describe the image with bounding boxes."
 PLACEHOLDER_ORDER = ("image", "video", "sound")
 
 
@@ -40,6 +41,7 @@ class Params:
 
     image_size: tuple[int, int] = (64, 112)
     side_frac: tuple[float, float] = (0.25, 0.5)
+    objects: tuple[int, int] = (1, 3)
     video_size: int = 64
     fps: int = 8
     video_seconds: tuple[float, float] = (3.0, 6.0)
@@ -194,8 +196,10 @@ def _absent_object(rng: np.random.Generator, shapes: list[Shape]) -> str:
     return absent[int(rng.integers(len(absent)))]
 
 
-def _n_objects(job: Job, lo: int = 1, hi: int = 3) -> int:
-    return int(job.rng.integers(lo, hi + 1))
+def _n_objects(job: Job, at_least: int = 1) -> int:
+    """Object count of an image, uniform in ``params.objects`` (raised to ``at_least``)."""
+    lo, hi = job.params.objects
+    return int(job.rng.integers(max(lo, at_least), max(hi, at_least) + 1))
 
 
 def image_caption(job: Job) -> dict:
@@ -215,6 +219,14 @@ def audio_caption(job: Job) -> dict:
     sound = make_sound(job, kind)
     turns = [("Describe the sound briefly.", f"a {PITCH_WORDS[kind]}-pitched tone.")]
     return make_record(job, {"sound": sound}, turns, {"source": kind})
+
+
+def grounded_caption(job: Job) -> dict:
+    """Every object with its box, left to right (a dense, Visual-Genome-like region task)."""
+    scene = make_image(job, _n_objects(job))
+    labels = [scene.box_text(i) for i in range(len(scene.shapes))]
+    turns = [(GROUNDED_CAPTION_QUESTION, describe(scene.shapes, labels))]
+    return make_record(job, {"image": scene.path}, turns, scene.meta())
 
 
 def rec(job: Job) -> dict:
@@ -243,7 +255,7 @@ def vtg(job: Job) -> dict:
 
 def _sounding_scene(job: Job) -> tuple[ImageScene, int, str]:
     """An image with 2-3 shapes of different kinds and the sound of one of them."""
-    scene = make_image(job, _n_objects(job, 2, 3), distinct_kinds=True)
+    scene = make_image(job, _n_objects(job, at_least=2), distinct_kinds=True)
     i = int(job.rng.integers(len(scene.shapes)))
     return scene, i, make_sound(job, scene.shapes[i].kind)
 
@@ -318,4 +330,5 @@ BUILDERS: dict[str, Callable[[Job], dict]] = {
     "image_chat": image_chat,
     "video_chat": video_chat,
     "audio_chat": audio_chat,
+    "grounded_caption": grounded_caption,
 }
