@@ -75,3 +75,14 @@ def test_pad_sequences_left_and_right():
     left = pad_sequences([[1, 2, 3], [4]], 0, left=True)
     assert right.tolist() == [[1, 2, 3], [4, 0, 0]]
     assert left.tolist() == [[1, 2, 3], [0, 0, 4]]
+
+
+def test_media_after_text_moves_the_blocks_behind_the_question(fmt) -> None:
+    first = fmt
+    last = ConversationFormatter(fmt.tokenizer, fmt.specs, media_after_text=True)
+    text = "<image>\n<sound>\nWhere is it?"
+    image, sound = first.encode_text("<image>"), first.encode_text("<sound>")
+    words = first.encode_text("Where is it? ")
+    assert last.encode_text(text) == words + image + sound
+    assert first.encode_text(text)[: len(image)] == image
+    assert last.encode_text("no media here") == first.encode_text("no media here")

@@ -16,11 +16,9 @@ from groundinggpt.data.media import (
     ImageProcessor,
     MediaError,
     VideoProcessor,
-    box_from_padded,
-    box_to_padded,
-    pad_offsets,
     uniform_indices,
 )
+from groundinggpt.grounding.geometry import box_from_padded, box_to_padded, pad_offsets
 
 # ------------------------------------------------------------------------------------- image
 

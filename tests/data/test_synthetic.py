@@ -13,7 +13,6 @@ from groundinggpt.data.media import (
     AudioProcessor,
     ImageProcessor,
     VideoProcessor,
-    box_from_padded,
     open_rgb,
 )
 from groundinggpt.data.synthetic import (
@@ -25,6 +24,7 @@ from groundinggpt.data.synthetic import (
 from groundinggpt.data.synthetic.generate import resolve_config
 from groundinggpt.data.synthetic.scene import COLORS
 from groundinggpt.grounding.format import parse_box, parse_span
+from groundinggpt.grounding.geometry import box_from_padded
 
 SIZES = uniform_sizes(train=4, val=2, test=2)
 CFG = {"seed": 3, "sizes": SIZES}

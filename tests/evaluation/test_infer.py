@@ -12,10 +12,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from tests.conftest import compose_config
 
 from groundinggpt.build import build_model
-from groundinggpt.data.media import box_from_padded
 from groundinggpt.data.synthetic.writers import write_mp4, write_wav
 from groundinggpt.evaluation import inference
 from groundinggpt.evaluation.inference import GroundingChat, chat_loop, describe, infer
+from groundinggpt.grounding.geometry import box_from_padded
 from groundinggpt.utils.visualize import draw_boxes
 
 SR = 16000

@@ -8,6 +8,7 @@ from groundinggpt.models.adapters import (
     AudioQFormerAdapter,
     MLPAdapter,
     QFormer,
+    QFormerAdapter,
     VideoQFormerAdapter,
 )
 from groundinggpt.models.encoders import BlipVideoEncoder, ClipImageEncoder, ImageBindAudioEncoder
@@ -42,13 +43,13 @@ def _count(module: nn.Module) -> int:
 
 
 @pytest.fixture
-def video_adapter() -> VideoQFormerAdapter:
+def video_adapter() -> QFormerAdapter:
     torch.manual_seed(0)
     return VideoQFormerAdapter(**VIDEO_TINY).eval()
 
 
 @pytest.fixture
-def audio_adapter() -> AudioQFormerAdapter:
+def audio_adapter() -> QFormerAdapter:
     torch.manual_seed(0)
     return AudioQFormerAdapter(**AUDIO_TINY).eval()
 
@@ -64,20 +65,20 @@ def test_mlp_adapter_shape_and_tokens() -> None:
     assert [type(m) for m in adapter.children()] == [nn.Linear, nn.GELU, nn.Linear]
 
 
-def test_video_adapter_shape_and_tokens(video_adapter: VideoQFormerAdapter) -> None:
+def test_video_adapter_shape_and_tokens(video_adapter: QFormerAdapter) -> None:
     with torch.no_grad():
         assert video_adapter(_randn(2, 4, 3, 24)).shape == (2, 5, 40)
         assert video_adapter(_randn(1, 6, 3, 24)).shape == (1, 5, 40)
     assert video_adapter.out_dim == 40 and video_adapter.num_tokens(32) == 5
 
 
-def test_audio_adapter_shape_and_tokens(audio_adapter: AudioQFormerAdapter) -> None:
+def test_audio_adapter_shape_and_tokens(audio_adapter: QFormerAdapter) -> None:
     with torch.no_grad():
         assert audio_adapter(_randn(2, 3, 16)).shape == (2, 3, 40)
     assert audio_adapter.out_dim == 40 and audio_adapter.num_tokens(1) == 3
 
 
-def test_qformer_cross_attends_every_layer_in_adapters(video_adapter: VideoQFormerAdapter) -> None:
+def test_qformer_cross_attends_every_layer_in_adapters(video_adapter: QFormerAdapter) -> None:
     layers = video_adapter.qformer.model.encoder.layer
     assert all(layer.has_cross_attention for layer in layers)
 
@@ -90,18 +91,18 @@ def test_qformer_rejects_heads_not_dividing_width() -> None:
 # ------------------------------------------------------------------------------ bad inputs
 
 
-def test_video_adapter_raises_on_too_many_frames(video_adapter: VideoQFormerAdapter) -> None:
+def test_video_adapter_raises_on_too_many_frames(video_adapter: QFormerAdapter) -> None:
     with pytest.raises(ValueError, match="7 frames.*at most 6"):
         video_adapter(torch.zeros(1, 7, 3, 24))
 
 
-def test_audio_adapter_raises_on_too_many_clips(audio_adapter: AudioQFormerAdapter) -> None:
+def test_audio_adapter_raises_on_too_many_clips(audio_adapter: QFormerAdapter) -> None:
     with pytest.raises(ValueError, match="5 clips.*at most 4"):
         audio_adapter(torch.zeros(1, 5, 16))
 
 
 def test_adapters_reject_wrong_rank(
-    video_adapter: VideoQFormerAdapter, audio_adapter: AudioQFormerAdapter
+    video_adapter: QFormerAdapter, audio_adapter: QFormerAdapter
 ) -> None:
     with pytest.raises(ValueError, match=r"\(B, T, Q, D\)"):
         video_adapter(torch.zeros(2, 3, 24))
@@ -112,7 +113,7 @@ def test_adapters_reject_wrong_rank(
 # -------------------------------------------------------------------------- masks, positions
 
 
-def test_video_mask_equals_dropping_the_padded_frames(video_adapter: VideoQFormerAdapter) -> None:
+def test_video_mask_equals_dropping_the_padded_frames(video_adapter: QFormerAdapter) -> None:
     frames = _randn(2, 5, 3, 24)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     with torch.no_grad():
@@ -123,7 +124,7 @@ def test_video_mask_equals_dropping_the_padded_frames(video_adapter: VideoQForme
     torch.testing.assert_close(masked[1:], full, atol=1e-5, rtol=1e-5)
 
 
-def test_audio_mask_equals_dropping_the_padded_clips(audio_adapter: AudioQFormerAdapter) -> None:
+def test_audio_mask_equals_dropping_the_padded_clips(audio_adapter: QFormerAdapter) -> None:
     clips = _randn(2, 4, 16)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     with torch.no_grad():
@@ -132,7 +133,7 @@ def test_audio_mask_equals_dropping_the_padded_clips(audio_adapter: AudioQFormer
     torch.testing.assert_close(masked[:1], short, atol=1e-5, rtol=1e-5)
 
 
-def test_video_adapter_sees_frame_order(video_adapter: VideoQFormerAdapter) -> None:
+def test_video_adapter_sees_frame_order(video_adapter: QFormerAdapter) -> None:
     frames = _randn(1, 4, 3, 24)
     with torch.no_grad():
         forward = video_adapter(frames)
@@ -205,3 +206,9 @@ def test_real_size_parameter_counts() -> None:
     audio_qformer = _qformer_params(768, 2, 3072, 1024, 8)
     assert _count(audio) == 8 * 1024 + audio_qformer + 768 * 4096 + 4096
     assert video.num_tokens() == 64 and audio.num_tokens() == 8
+
+
+def test_one_qformer_adapter_class_serves_video_and_audio(video_adapter, audio_adapter) -> None:
+    assert type(video_adapter) is type(audio_adapter) is QFormerAdapter
+    assert {"frame_position_embedding.weight"} <= set(video_adapter.state_dict())
+    assert {"clip_position_embedding.weight"} <= set(audio_adapter.state_dict())

@@ -1,6 +1,6 @@
 """The whole GroundingGPT-7B from its Hydra config, on the meta device (no memory, no weights).
 
-Every parameter count and shape is derived here from DESIGN.md's reference table, and the
+Every parameter count and shape is derived here from the reference table of docs/architecture.md, and the
 released checkpoint's key layout (written from LEGO.py at full size) converts onto exactly
 this model's keys and shapes.
 """

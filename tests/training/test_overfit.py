@@ -8,7 +8,7 @@ import torch
 from omegaconf import open_dict
 
 from groundinggpt.build import build_datamodule
-from groundinggpt.grounding.metrics import GroundingMetrics
+from groundinggpt.grounding.tasks import GroundingMetrics
 from groundinggpt.training.trainability import apply_trainability
 
 

@@ -32,6 +32,9 @@ class ConversationFormatter:
         tokenizer: a Hugging Face tokenizer that already contains :data:`SPECIAL_TOKENS`.
         specs: modality specs from :func:`modality_specs`.
         system: the system prompt; empty for the tiny default to keep sequences short.
+        media_after_text: move the media blocks of a human turn after its text (the records
+            put ``<image>`` first). In a causal LLM the media tokens then see the question, so
+            each can match itself against it (as InstructBLIP's instruction-aware Q-Former).
 
     Example:
         >>> fmt = ConversationFormatter(tok, modality_specs({"image": 4}))
@@ -39,10 +42,17 @@ class ConversationFormatter:
         ...                           {"from": "gpt", "value": "[0.1, 0.2, 0.3, 0.4]"}])
     """
 
-    def __init__(self, tokenizer, specs: Mapping[str, ModalitySpec], system: str = "") -> None:
+    def __init__(
+        self,
+        tokenizer,
+        specs: Mapping[str, ModalitySpec],
+        system: str = "",
+        media_after_text: bool = False,
+    ) -> None:
         self.tokenizer = tokenizer
         self.specs = dict(specs)
         self.system = system
+        self.media_after_text = media_after_text
         self._placeholder_re = re.compile(
             "(" + "|".join(re.escape(s.placeholder) for s in self.specs.values()) + ")"
         )
@@ -63,9 +73,17 @@ class ConversationFormatter:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
 
     def encode_text(self, text: str) -> list[int]:
-        """Token ids of ``text`` with every placeholder expanded to start + N patch + end."""
+        """Token ids of ``text`` with every placeholder expanded to start + N patch + end.
+
+        With ``media_after_text`` the expanded blocks follow the text, in their order.
+        """
+        pieces = self._placeholder_re.split(text)
+        if self.media_after_text:
+            media = [p for p in pieces if p in self._expansion]
+            words = "".join(p for p in pieces if p not in self._expansion).strip()
+            pieces = [words + " " if media and words else words, *media]
         ids: list[int] = []
-        for piece in self._placeholder_re.split(text):
+        for piece in pieces:
             ids += self._expansion.get(piece) or self._text_ids(piece)
         return ids
 

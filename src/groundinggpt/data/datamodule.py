@@ -36,6 +36,7 @@ class GroundingDataModule(L.LightningDataModule):
         media_tokens: tokens per media item per modality (the model's ``media_tokens``).
         synthetic: kwargs of :func:`ensure_synthetic`; when given, ``root`` is generated first.
         system: system prompt of the conversation template.
+        media_after_text: media blocks after the text of a turn (`ConversationFormatter`).
         media_root: where media paths of records are relative to: one folder, or
             ``{"image": ..., "video": ..., "audio": ...}``; default ``root``.
         check_grounding: skip records with malformed boxes/spans (see ``validation``).
@@ -71,6 +72,7 @@ class GroundingDataModule(L.LightningDataModule):
         seed: int = 0,
         on_error: str = "skip",
         system: str = "",
+        media_after_text: bool = False,
         synthetic: Mapping[str, Any] | None = None,
         media_root: str | Mapping[str, str] | None = None,
         check_grounding: bool = True,
@@ -96,7 +98,9 @@ class GroundingDataModule(L.LightningDataModule):
             raise ValueError(f"datasets {sorted(unknown)} are not in the data catalog")
         self.catalog = {k: dict(v) for k, v in catalog.items()}
         self.processors = dict(processors)
-        self.formatter = ConversationFormatter(tokenizer, modality_specs(media_tokens), system)
+        self.formatter = ConversationFormatter(
+            tokenizer, modality_specs(media_tokens), system, media_after_text
+        )
         self.collate = GroundingCollator(tokenizer.pad_token_id)
         self.replay_ratio = replay_ratio
         self.max_length = max_length

@@ -5,8 +5,8 @@ and called on a path. Bad media never yields a silent garbage tensor: it raises 
 with the path and the reason.
 
 Box geometry: images are padded to a square (centred, as LLaVA's ``expand2square``) before
-resizing, and grounding boxes are expressed relative to that padded square. `pad_offsets`,
-`box_to_padded` and `box_from_padded` convert between original pixels and the padded square.
+resizing, and grounding boxes are expressed relative to that padded square
+(`groundinggpt.grounding.geometry` converts between original pixels and the padded square).
 Pixel boxes are continuous ``(x0, y0, x1, y1)``: pixel ``i`` covers ``[i, i + 1)``.
 
 Error boundary: whatever goes wrong while one file is decoded (PIL, decompression bombs,
@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
+
+from groundinggpt.grounding.geometry import pad_offsets
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -196,42 +198,6 @@ def _normalise(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> 
 
 
 # --------------------------------------------------------------------------------------- image
-
-
-def pad_offsets(w: int, h: int) -> tuple[int, int, int]:
-    """Where a ``w x h`` image sits inside its padded square: ``(dx, dy, side)``."""
-    if w <= 0 or h <= 0:
-        raise ValueError(f"image size must be positive, got {w}x{h}")
-    side = max(w, h)
-    return (side - w) // 2, (side - h) // 2, side
-
-
-def box_to_padded(box: Sequence[float], w: int, h: int) -> tuple[float, float, float, float]:
-    """Pixel box ``(x0, y0, x1, y1)`` in a ``w x h`` image -> box relative to the padded square."""
-    dx, dy, side = pad_offsets(w, h)
-    x0, y0, x1, y1 = (float(v) for v in box)
-    return ((x0 + dx) / side, (y0 + dy) / side, (x1 + dx) / side, (y1 + dy) / side)
-
-
-def box_from_padded(
-    rel_box: Sequence[float], w: int, h: int, clip: bool = True
-) -> tuple[float, float, float, float]:
-    """Box relative to the padded square -> pixel box in the original ``w x h`` image.
-
-    With ``clip`` the box is clipped to the image: a prediction reaching into the padding
-    covers no more of the image than its visible part.
-    """
-    dx, dy, side = pad_offsets(w, h)
-    x0, y0, x1, y1 = (float(v) * side for v in rel_box)
-    box = (x0 - dx, y0 - dy, x1 - dx, y1 - dy)
-    if clip:
-        box = (
-            min(max(box[0], 0.0), w),
-            min(max(box[1], 0.0), h),
-            min(max(box[2], 0.0), w),
-            min(max(box[3], 0.0), h),
-        )
-    return box
 
 
 def _high_depth_to_l(img: Image.Image) -> Image.Image:

@@ -1,6 +1,6 @@
 """Checks that a record can become a training sample, each failure with a countable reason.
 
-The grounding text format (DESIGN.md) is checked strictly on training data, unlike the
+The grounding text format (docs/architecture.md) is checked strictly on training data, unlike the
 tolerant parser used on model output: a reversed, out-of-range or NaN box in a *target*
 would teach the model wrong coordinates, so such a record is skipped (or raises in strict
 mode) rather than silently clipped.

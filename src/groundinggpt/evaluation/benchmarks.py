@@ -45,7 +45,6 @@ from typing import Any
 
 from groundinggpt.data.media import (
     MediaError,
-    box_from_padded,
     check_media_file,
     confined_path,
     media_errors,
@@ -67,6 +66,7 @@ from groundinggpt.grounding.format import (
     parse_span,
     parse_yes_no,
 )
+from groundinggpt.grounding.geometry import box_from_padded
 
 log = logging.getLogger(__name__)
 

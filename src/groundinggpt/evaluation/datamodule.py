@@ -210,6 +210,7 @@ class BenchmarkDataModule(L.LightningDataModule):
         processors: ``{"image": ImageProcessor, ...}``, the same as in training.
         media_tokens: patch tokens per modality (the model's ``media_tokens``).
         system: system prompt of the conversation template (as in training).
+        media_after_text: media blocks after the text of a turn (as in training).
         max_length: longest allowed token sequence.
         batch_size: samples per generation batch.
         num_workers: DataLoader workers.
@@ -227,6 +228,7 @@ class BenchmarkDataModule(L.LightningDataModule):
         processors: Mapping[str, Callable],
         media_tokens: Mapping[str, int],
         system: str = "",
+        media_after_text: bool = False,
         max_length: int = 2048,
         batch_size: int = 16,
         num_workers: int = 0,
@@ -235,7 +237,9 @@ class BenchmarkDataModule(L.LightningDataModule):
         super().__init__()
         self.benchmark = dict(benchmark)
         self.processors = dict(processors)
-        self.formatter = ConversationFormatter(tokenizer, modality_specs(media_tokens), system)
+        self.formatter = ConversationFormatter(
+            tokenizer, modality_specs(media_tokens), system, media_after_text
+        )
         self.collate = BenchmarkCollator(tokenizer.pad_token_id)
         self.max_length = max_length
         self.batch_size = batch_size

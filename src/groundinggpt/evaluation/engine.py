@@ -33,13 +33,11 @@ from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.evaluation.datamodule import Skipped
 from groundinggpt.evaluation.gallery import write_gallery
 from groundinggpt.evaluation.provenance import provenance
-from groundinggpt.evaluation.scoring import BenchmarkMetrics, compute_quietly, score
+from groundinggpt.evaluation.scoring import SCORED_TASKS, BenchmarkMetrics, compute_quietly, score
 from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT
 
 log = logging.getLogger(__name__)
-
-TASKS = ("rec", "sl", "vtg", "pope")
 
 
 def _jsonable(value: Any) -> Any:
@@ -159,7 +157,7 @@ class BenchmarkEvaluator(L.LightningModule):
         generation: Mapping[str, Any] | None = None,
         prefix: str = "test",
         output_dir: str | None = None,
-        tasks: Sequence[str] = TASKS,
+        tasks: Sequence[str] = SCORED_TASKS,
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)

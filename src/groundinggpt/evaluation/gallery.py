@@ -56,7 +56,8 @@ def _panel(row: Mapping[str, Any]) -> dict[str, Any]:
     image_path = row.get("media", {}).get("image")
     if image_path:
         try:
-            from groundinggpt.data.media import box_to_padded, expand_to_square, open_rgb
+            from groundinggpt.data.media import expand_to_square, open_rgb
+            from groundinggpt.grounding.geometry import box_to_padded
 
             image = open_rgb(image_path)
             if row["task"] in ("rec", "sl") and row["target"] is not None:

@@ -21,8 +21,9 @@ from omegaconf import DictConfig
 
 from groundinggpt.build import build_model
 from groundinggpt.data.conversation import ConversationFormatter
-from groundinggpt.data.media import box_from_padded, open_rgb
+from groundinggpt.data.media import open_rgb
 from groundinggpt.grounding.format import parse_boxes, parse_spans
+from groundinggpt.grounding.geometry import box_from_padded
 from groundinggpt.modalities import modality_specs
 from groundinggpt.models.generation import generate_answers
 
@@ -70,6 +71,7 @@ class GroundingChat:
         media_tokens: patch tokens per modality; default the model's ``media_tokens``.
         system: system prompt of the template (as in training).
         max_length: longest prompt the model may see; a longer chat must be reset.
+        media_after_text: media blocks after the text of a turn (as in training).
         generation: kwargs of ``generate`` (``max_new_tokens``...; greedy by default).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         dtype: weights and media dtype (``"bfloat16"`` halves a 7B model's memory); None keeps
@@ -90,6 +92,7 @@ class GroundingChat:
         media_tokens: Mapping[str, int] | None = None,
         system: str = "",
         max_length: int = 2048,
+        media_after_text: bool = False,
         generation: Mapping[str, Any] | None = None,
         device: str = "cpu",
         dtype: str | None = None,
@@ -100,7 +103,9 @@ class GroundingChat:
         self.tokenizer = tokenizer
         self.processors = dict(processors)
         tokens = media_tokens if media_tokens is not None else model.media_tokens
-        self.formatter = ConversationFormatter(tokenizer, modality_specs(tokens), system)
+        self.formatter = ConversationFormatter(
+            tokenizer, modality_specs(tokens), system, media_after_text
+        )
         self.max_length = max_length
         self.generation = dict(generation or {"max_new_tokens": 64})
         self.history: list[dict[str, str]] = []

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from groundinggpt.data.media import box_to_padded
 from groundinggpt.grounding.format import format_box, format_span
+from groundinggpt.grounding.geometry import box_to_padded
 
 
 @dataclass
@@ -39,7 +39,7 @@ class BenchmarkSample:
     meta: dict = field(default_factory=dict)
 
     def reference(self) -> str:
-        """The target as answer text in the DESIGN.md format (needs complete meta)."""
+        """The target as answer text in the format of docs/architecture.md (needs complete meta)."""
         if self.target is None:
             raise ValueError(f"sample {self.id}: no target yet, call complete_meta first")
         if self.task in ("rec", "sl"):

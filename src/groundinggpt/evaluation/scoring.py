@@ -26,9 +26,9 @@ from typing import Any
 import torch
 from torchmetrics import Metric
 
-from groundinggpt.data.media import box_from_padded
 from groundinggpt.evaluation.benchmarks import BenchmarkSample, complete_meta, is_complete
 from groundinggpt.grounding.format import box_iou, parse_box, parse_span, pope_answer, span_iou
+from groundinggpt.grounding.geometry import box_from_padded
 from groundinggpt.grounding.metrics import (
     _ratio,
     pope_rates,
@@ -36,6 +36,9 @@ from groundinggpt.grounding.metrics import (
     threshold_rates,
 )
 
+# The benchmark tasks this module scores in original units (eval.py); training validation
+# scores every task of the registry in groundinggpt.grounding.tasks.
+SCORED_TASKS = ("rec", "sl", "vtg", "pope")
 REC_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_THRESHOLDS = {"rec": REC_THRESHOLDS, "sl": (0.5,), "vtg": (0.3, 0.5, 0.7)}
 CIOU_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # VGGSS cIoU AUC grid
@@ -181,8 +184,8 @@ class BenchmarkMetrics(Metric):
 
     def __init__(self, task: str, thresholds: Sequence[float] | None = None, **kwargs) -> None:
         super().__init__(**kwargs)
-        if task not in ("rec", "sl", "vtg", "pope"):
-            raise ValueError(f"task must be rec, sl, vtg or pope, got {task!r}")
+        if task not in SCORED_TASKS:
+            raise ValueError(f"task must be one of {SCORED_TASKS}, got {task!r}")
         self.task = task
         self.thresholds = tuple(thresholds or DEFAULT_THRESHOLDS.get(task, ()))
         for name in ("total", "skipped", "unparsed"):

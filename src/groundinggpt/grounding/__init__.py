@@ -1,4 +1,4 @@
-"""Grounding: the text format of boxes and time spans, its parser, and the grounding metrics.
+"""Grounding: the text format of boxes and time spans, its parser, the metrics, the task registry.
 
 The metrics are imported lazily: torchmetrics takes seconds to import, and most users of the
 format (data generation, dataset workers) never need it.
@@ -28,36 +28,37 @@ from groundinggpt.grounding.format import (
 if TYPE_CHECKING:
     from groundinggpt.grounding.metrics import (
         BoxAccuracy,
-        GroundingMetrics,
         PopeMetrics,
         TemporalGroundingRecall,
-        baseline_metrics,
         pope_rates,
         threshold_hits,
         threshold_rates,
     )
+    from groundinggpt.grounding.tasks import GroundingMetrics, GroundingTask, baseline_metrics
 
 _LAZY = {
-    "BoxAccuracy",
-    "GroundingMetrics",
-    "PopeMetrics",
-    "TemporalGroundingRecall",
-    "baseline_metrics",
-    "pope_rates",
-    "threshold_hits",
-    "threshold_rates",
+    "BoxAccuracy": "metrics",
+    "PopeMetrics": "metrics",
+    "TemporalGroundingRecall": "metrics",
+    "pope_rates": "metrics",
+    "threshold_hits": "metrics",
+    "threshold_rates": "metrics",
+    "GroundingMetrics": "tasks",
+    "GroundingTask": "tasks",
+    "baseline_metrics": "tasks",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        return getattr(importlib.import_module("groundinggpt.grounding.metrics"), name)
+        return getattr(importlib.import_module(f"groundinggpt.grounding.{_LAZY[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
     "BoxAccuracy",
     "GroundingMetrics",
+    "GroundingTask",
     "PopeMetrics",
     "TemporalGroundingRecall",
     "baseline_metrics",

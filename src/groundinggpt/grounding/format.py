@@ -1,6 +1,6 @@
 """Grounding text format: boxes and time spans as plain text, and back.
 
-The format is fixed by DESIGN.md:
+The format is fixed by the design contract (docs/architecture.md):
 
 - box: ``[x0, y0, x1, y1]``, each value in [0, 1] with 3 decimals, relative to the padded
   square image; several boxes for one phrase stand back to back: ``[..][..]``.

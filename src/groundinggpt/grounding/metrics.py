@@ -5,34 +5,23 @@ exactly the value of a single process on the union of the data. A prediction cou
 at threshold ``t`` when its IoU is ``>= t`` (so IoU 0.5 exactly is a hit at 0.5), computed in
 float64. A prediction that did not parse (None) is a miss with IoU 0.
 
-`GroundingMetrics` routes generated text to the right metric by task name and returns the flat
-keys of DESIGN.md (``rec/acc@0.5``, ``vtg/r1@0.3``, ``pope/f1``, ...).
+`groundinggpt.grounding.tasks` registers each task (its parser, its metric from here, its
+headline key) and routes generated text to the right metric.
 """
 
 from __future__ import annotations
 
 import math
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 from torchmetrics import Metric
 
 from groundinggpt.grounding.format import (
-    Box,
-    Span,
-    format_box,
-    format_span,
     paired_box_iou,
     paired_span_iou,
-    parse_box,
-    parse_span,
-    parse_yes_no,
 )
-
-TASKS = ("rec", "sl", "vtg", "pope")
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> tuple[float, ...]:
@@ -242,153 +231,6 @@ def pope_rates(
     }
 
 
-class _TaskCounts(Metric):
-    """Samples seen per task, synced like the metrics so every rank agrees on empty tasks."""
-
-    full_state_update = False
-
-    def __init__(self, n: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("counts", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, index: int, n: int) -> None:
-        self.counts[index] += n
-
-    def compute(self) -> torch.Tensor:
-        return self.counts.clone()
-
-
-_PARSERS = {"rec": parse_box, "sl": parse_box, "vtg": parse_span, "pope": parse_yes_no}
-
-
-def _parse_reference(task: str, text: str, index: int) -> Box | Span | bool:
-    value = _PARSERS[task](text)
-    if value is None:
-        raise ValueError(f"reference {index} of task {task!r} does not parse: {text!r}")
-    return value
-
-
-class GroundingMetrics(nn.Module):
-    """All grounding metrics, fed with generated text and reference text.
-
-    Outputs and references are parsed with the format parser: the first box for ``rec`` and
-    ``sl``, the first span for ``vtg``, yes/no for ``pope``. Samples of other tasks are ignored
-    and counted in `num_ignored` (this process only, not synced). A reference that does not
-    parse is a data bug and raises `ValueError` before any state changes.
-
-    Args:
-        box_thresholds: IoU thresholds of ``rec`` and ``sl`` accuracy.
-        span_thresholds: temporal IoU thresholds of ``vtg`` recall.
-        sync_on_compute: sync states across DDP ranks in `compute` (turn off to compute on
-            one rank only, e.g. for baselines).
-
-    Example:
-        >>> m = GroundingMetrics()
-        >>> m.update(["rec", "pope", "caption"], ["[0, 0, 0.5, 1]", "Yes.", "a cat"],
-        ...          ["[0.0, 0.0, 1.0, 1.0]", "No.", "a dog"])
-        >>> m.compute()["rec/acc@0.5"], m.compute()["pope/accuracy"], m.num_ignored
-        (1.0, 0.0, 1)
-    """
-
-    def __init__(
-        self,
-        box_thresholds: Sequence[float] = (0.5,),
-        span_thresholds: Sequence[float] = (0.3, 0.5, 0.7),
-        sync_on_compute: bool = True,
-    ) -> None:
-        super().__init__()
-        kw = {"sync_on_compute": sync_on_compute}
-        self.metrics = nn.ModuleDict(
-            {
-                "rec": BoxAccuracy(box_thresholds, **kw),
-                "sl": BoxAccuracy(box_thresholds, **kw),
-                "vtg": TemporalGroundingRecall(span_thresholds, **kw),
-                "pope": PopeMetrics(**kw),
-            }
-        )
-        self.counts = _TaskCounts(len(TASKS), **kw)
-        self.num_ignored = 0
-
-    def update(
-        self, tasks: Sequence[str], outputs: Sequence[str], references: Sequence[str]
-    ) -> None:
-        if not len(tasks) == len(outputs) == len(references):
-            raise ValueError(
-                f"got {len(tasks)} tasks, {len(outputs)} outputs and {len(references)} references"
-            )
-        groups: dict[str, tuple[list, list]] = {task: ([], []) for task in TASKS}
-        ignored = 0
-        for i, (task, out, ref) in enumerate(zip(tasks, outputs, references, strict=True)):
-            if task not in groups:
-                ignored += 1
-                continue
-            groups[task][1].append(_parse_reference(task, ref, i))
-            groups[task][0].append(_PARSERS[task](out))
-        self.num_ignored += ignored
-        for k, (task, (preds, targets)) in enumerate(groups.items()):
-            if targets:
-                self.metrics[task].update(preds, targets)
-                self.counts.update(k, len(targets))
-
-    def compute(self) -> dict[str, float]:
-        """Flat ``{"task/key": value}``; tasks without samples (on all ranks) are omitted."""
-        with warnings.catch_warnings():  # "compute before update" is expected on an empty rank
-            warnings.simplefilter("ignore")
-            counts = self.counts.compute().tolist()
-            out: dict[str, float] = {}
-            for task, n in zip(TASKS, counts, strict=True):
-                if n == 0:  # the same on every rank after the sync: no rank skips a collective
-                    continue
-                values = self.metrics[task].compute()
-                out.update({f"{task}/{key}": float(v) for key, v in values.items()})
-                out[f"{task}/count"] = float(n)
-        return out
-
-    def reset(self) -> None:
-        for metric in self.metrics.values():
-            metric.reset()
-        self.counts.reset()
-        self.num_ignored = 0
-
-
-def _mean_row(rows: Sequence[Sequence[float]]) -> list[float]:
-    return torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
-
-
-def _baseline_output(task: str, train: Sequence[str]) -> str:
-    """The constant answer of the trivial baseline for ``task``, as model-style text."""
-    if task == "pope":
-        return "Yes."
-    if not train:
-        raise ValueError(f"no training references for task {task!r}: cannot build its baseline")
-    parsed = [_parse_reference(task, ref, i) for i, ref in enumerate(train)]
-    return format_span(_mean_row(parsed)) if task == "vtg" else format_box(_mean_row(parsed))
-
-
-def baseline_metrics(
-    train_references: Mapping[str, Sequence[str]],
-    eval_references: Mapping[str, Sequence[str]],
-) -> dict[str, float]:
-    """Metrics of trivial constant answers, to read model numbers against.
-
-    ``rec``/``sl`` answer the coordinate-wise mean training box, ``vtg`` the mean training span
-    (both formatted as the model would write them), ``pope`` always "yes". Computed with
-    `GroundingMetrics` on one process; keys as its `compute`, only for tasks of
-    ``eval_references`` that have a metric (other tasks are ignored).
-    """
-    metrics = GroundingMetrics(sync_on_compute=False)
-    for task, refs in eval_references.items():
-        if task not in TASKS or not refs:
-            continue
-        answer = _baseline_output(task, train_references.get(task, []))
-        metrics.update([task] * len(refs), [answer] * len(refs), list(refs))
-    return metrics.compute()
-
-
-# Each task's headline metric: a rate (share of samples answered right) a binomial test judges.
-HEADLINE = {"rec": "acc@0.5", "sl": "acc@0.5", "vtg": "r1@0.5", "pope": "accuracy"}
-
-
 def binomial_p_value(hits: int, n: int, rate: float) -> float:
     """One-sided ``P(X >= hits)`` for ``X ~ Binomial(n, rate)``: is the model above ``rate``?
 
@@ -409,23 +251,3 @@ def binomial_p_value(hits: int, n: int, rate: float) -> float:
     ]  # fmt: skip
     top = max(log_terms)
     return min(1.0, math.exp(top) * sum(math.exp(t - top) for t in log_terms))
-
-
-def significance(metrics: Mapping[str, float], split: str = "val") -> dict[str, float]:
-    """``<split>/<task>/p_value``: each task's headline metric against its ``baseline/`` value.
-
-    Needs ``<split>/<task>/count`` (the samples scored) beside the metric and its baseline.
-    A baseline of 0 is taken as a rate of ``1 / (2 n)``.
-    """
-    out = {}
-    for task, key in HEADLINE.items():
-        value, count = metrics.get(f"{split}/{task}/{key}"), metrics.get(f"{split}/{task}/count")
-        base = metrics.get(f"baseline/{split}/{task}/{key}")
-        if value is None or count is None or base is None:
-            continue
-        n = int(count)
-        # A baseline that scored 0 of n is read as a rate of 1/(2n) (between none and one
-        # hit): against a rate of exactly 0 a single lucky hit would be "certain".
-        rate = max(float(base), 0.5 / n) if n else float(base)
-        out[f"{split}/{task}/p_value"] = binomial_p_value(round(value * n), n, rate)
-    return out

@@ -3,10 +3,11 @@
 One adapter per modality (GroundingGPT's reference sizes are the defaults):
 
 - image: `MLPAdapter`, Linear-GELU-Linear on every CLIP patch (576 tokens per image).
-- video: `VideoQFormerAdapter`, frame position embedding + a 2-layer Q-Former whose 64 learned
-  queries read all frames' BLIP-2 query tokens, then a Linear (64 tokens per video).
-- audio: `AudioQFormerAdapter`, clip position embedding + a 2-layer Q-Former whose 8 learned
-  queries read the per-clip ImageBind embeddings, then a Linear (8 tokens per sound).
+- video and audio: one class, `QFormerAdapter`: a position embedding per frame / clip + a
+  2-layer Q-Former whose learned queries read all inputs, then a Linear. Video
+  (`VideoQFormerAdapter`): 64 queries over all frames' BLIP-2 query tokens (64 tokens per
+  video); audio (`AudioQFormerAdapter`): 8 queries over the per-clip ImageBind embeddings
+  (8 tokens per sound). Those two names build it with GroundingGPT's sizes and key names.
 
 Every adapter has ``out_dim`` and ``num_tokens(num_input_tokens)``: the number of embeddings
 it emits per media item, which the LLM side needs to expand a placeholder.
@@ -118,133 +119,119 @@ class MLPAdapter(nn.Module):
         return out if self.norm is None else self.norm(out)
 
 
-class VideoQFormerAdapter(nn.Module):
-    """Video Q-Former: per-frame query tokens -> a fixed number of video tokens.
+class QFormerAdapter(nn.Module):
+    """Q-Former adapter: a sequence of encoder outputs -> a fixed number of LLM tokens.
 
-    Each frame's ``Q`` tokens get that frame's position embedding; all ``T * Q`` tokens are
-    then read by ``num_query_tokens`` learned queries (cross-attention in every layer) and
-    projected to the LLM width.
+    Serves video (per-frame query tokens) and audio (per-clip embeddings) alike: every input
+    position (a frame or a clip) gets its position embedding, ``num_query_tokens`` learned
+    queries read all inputs (cross-attention in every layer), and a linear layer projects them
+    to the LLM width. The position embedding is named ``<positions>_position_embedding``
+    (``frame_position_embedding``, ``clip_position_embedding``), the names the released
+    checkpoint converts to.
 
     Args:
-        in_dim: width of the frame tokens (the frame Q-Former's hidden size).
-        max_frames: frames the position embedding covers.
-        num_query_tokens: learned video queries (= tokens per video).
+        in_dim: width of the encoder outputs.
+        max_positions: frames / clips the position embedding covers.
+        num_query_tokens: learned queries (= tokens per media item).
+        hidden_size: Q-Former width; default ``in_dim``.
         num_layers: Q-Former layers.
         num_heads: attention heads.
         intermediate_size: Q-Former FFN hidden width.
         out_dim: LLM hidden size.
+        positions: what one input position is: ``"frame"`` or ``"clip"``.
 
     Example:
-        >>> ad = VideoQFormerAdapter(in_dim=32, max_frames=8, num_query_tokens=4, num_layers=1,
-        ...                          num_heads=2, intermediate_size=64, out_dim=48)
-        >>> ad(torch.zeros(2, 5, 3, 32)).shape
+        >>> ad = QFormerAdapter(in_dim=32, max_positions=8, num_query_tokens=4, num_layers=1,
+        ...                     num_heads=2, intermediate_size=64, out_dim=48)
+        >>> ad(torch.zeros(2, 5, 3, 32)).shape  # (B, T, Q, D) frame tokens
+        torch.Size([2, 4, 48])
+        >>> ad(torch.zeros(2, 3, 32)).shape  # (B, C, D) clip embeddings
         torch.Size([2, 4, 48])
     """
 
     def __init__(
         self,
         in_dim: int = 768,
-        max_frames: int = 64,
+        max_positions: int = 64,
         num_query_tokens: int = 64,
+        hidden_size: int | None = None,
         num_layers: int = 2,
         num_heads: int = 12,
         intermediate_size: int = 3072,
         out_dim: int = 4096,
+        positions: str = "frame",
     ) -> None:
         super().__init__()
-        self.max_frames = max_frames
+        hidden = hidden_size or in_dim
+        self.positions = positions
+        self.max_positions = max_positions
         self.out_dim = out_dim
-        self.frame_position_embedding = nn.Embedding(max_frames, in_dim)
+        self.add_module(f"{positions}_position_embedding", nn.Embedding(max_positions, in_dim))
         self.qformer = QFormer(
-            num_query_tokens, in_dim, num_layers, num_heads, intermediate_size, in_dim, 1
+            num_query_tokens, hidden, num_layers, num_heads, intermediate_size, in_dim, 1
         )
-        self.proj = nn.Linear(in_dim, out_dim)
+        self.proj = nn.Linear(hidden, out_dim)
 
     def num_tokens(self, num_input_tokens: int | None = None) -> int:
-        """Always ``num_query_tokens``, whatever the number of frames."""
+        """Always ``num_query_tokens``, whatever the number of frames or clips."""
         return self.qformer.num_query_tokens
 
-    def forward(
-        self, frame_tokens: torch.Tensor, frame_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Map ``(B, T, Q, in_dim)`` frame tokens to ``(B, num_query_tokens, out_dim)``.
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Map ``(B, T, Q, in_dim)`` or ``(B, T, in_dim)`` to ``(B, num_query_tokens, out_dim)``.
 
-        ``frame_mask`` ``(B, T)`` (1 = real frame) hides padded frames from the queries.
+        ``mask`` ``(B, T)`` (1 = a real frame or clip) hides padded positions from the queries.
         """
-        if frame_tokens.ndim != 4:
-            raise ValueError(f"expected (B, T, Q, D) frame tokens, got {tuple(frame_tokens.shape)}")
-        frames, queries = frame_tokens.shape[1:3]
-        if frames > self.max_frames:
-            raise ValueError(f"got {frames} frames, the adapter supports at most {self.max_frames}")
-        positions = torch.arange(frames, device=frame_tokens.device)
-        x = frame_tokens + self.frame_position_embedding(positions)[None, :, None]  # (B, T, Q, D)
+        if inputs.ndim == 3:
+            inputs = inputs.unsqueeze(2)  # one token per position
+        if inputs.ndim != 4:
+            raise ValueError(
+                f"expected (B, T, Q, D) or (B, T, D) {self.positions} inputs, "
+                f"got {tuple(inputs.shape)}"
+            )
+        length, per_position = inputs.shape[1:3]
+        if length > self.max_positions:
+            raise ValueError(
+                f"got {length} {self.positions}s, the adapter supports at most {self.max_positions}"
+            )
+        embedding = getattr(self, f"{self.positions}_position_embedding")
+        x = inputs + embedding(torch.arange(length, device=inputs.device))[None, :, None]
         x = x.flatten(1, 2)  # (B, T * Q, D)
-        mask = None if frame_mask is None else frame_mask.repeat_interleave(queries, dim=1)
+        if mask is not None:
+            mask = mask.repeat_interleave(per_position, dim=1)
         return self.proj(self.qformer(x, mask))  # (B, num_query_tokens, out_dim)
 
 
-class AudioQFormerAdapter(nn.Module):
-    """Audio Q-Former: per-clip embeddings -> a fixed number of audio tokens.
-
-    Each clip embedding gets its clip position embedding; ``num_query_tokens`` learned queries
-    read the clips (cross-attention in every layer) and are projected to the LLM width.
-
-    Args:
-        in_dim: width of the clip embeddings (ImageBind output).
-        max_clips: clips the position embedding covers.
-        num_query_tokens: learned audio queries (= tokens per sound).
-        hidden_size: Q-Former width.
-        num_layers: Q-Former layers.
-        num_heads: attention heads.
-        intermediate_size: Q-Former FFN hidden width.
-        out_dim: LLM hidden size.
-
-    Example:
-        >>> ad = AudioQFormerAdapter(in_dim=16, max_clips=4, num_query_tokens=2, hidden_size=32,
-        ...                          num_layers=1, num_heads=2, intermediate_size=64, out_dim=48)
-        >>> ad(torch.zeros(2, 3, 16)).shape
-        torch.Size([2, 2, 48])
-    """
-
-    def __init__(
-        self,
-        in_dim: int = 1024,
-        max_clips: int = 8,
-        num_query_tokens: int = 8,
-        hidden_size: int = 768,
-        num_layers: int = 2,
-        num_heads: int = 12,
-        intermediate_size: int = 3072,
-        out_dim: int = 4096,
-    ) -> None:
-        super().__init__()
-        self.max_clips = max_clips
-        self.out_dim = out_dim
-        self.clip_position_embedding = nn.Embedding(max_clips, in_dim)
-        self.qformer = QFormer(
-            num_query_tokens, hidden_size, num_layers, num_heads, intermediate_size, in_dim, 1
-        )
-        self.proj = nn.Linear(hidden_size, out_dim)
-
-    def num_tokens(self, num_input_tokens: int | None = None) -> int:
-        """Always ``num_query_tokens``, whatever the number of clips."""
-        return self.qformer.num_query_tokens
-
-    def forward(
-        self, clip_embeds: torch.Tensor, clip_mask: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        """Map ``(B, C, in_dim)`` clip embeddings to ``(B, num_query_tokens, out_dim)``.
-
-        ``clip_mask`` ``(B, C)`` (1 = real clip) hides padded clips from the queries.
-        """
-        if clip_embeds.ndim != 3:
-            raise ValueError(f"expected (B, C, D) clip embeddings, got {tuple(clip_embeds.shape)}")
-        clips = clip_embeds.shape[1]
-        if clips > self.max_clips:
-            raise ValueError(f"got {clips} clips, the adapter supports at most {self.max_clips}")
-        positions = torch.arange(clips, device=clip_embeds.device)
-        x = clip_embeds + self.clip_position_embedding(positions)  # (B, C, in_dim)
-        return self.proj(self.qformer(x, clip_mask))  # (B, num_query_tokens, out_dim)
+def VideoQFormerAdapter(
+    in_dim: int = 768,
+    max_frames: int = 64,
+    num_query_tokens: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 12,
+    intermediate_size: int = 3072,
+    out_dim: int = 4096,
+) -> QFormerAdapter:
+    """GroundingGPT's video adapter: a `QFormerAdapter` over frames, as wide as its input."""
+    return QFormerAdapter(
+        in_dim, max_frames, num_query_tokens, None, num_layers, num_heads, intermediate_size,
+        out_dim, positions="frame",
+    )  # fmt: skip
 
 
-__all__ = ["AudioQFormerAdapter", "MLPAdapter", "QFormer", "VideoQFormerAdapter"]
+def AudioQFormerAdapter(
+    in_dim: int = 1024,
+    max_clips: int = 8,
+    num_query_tokens: int = 8,
+    hidden_size: int = 768,
+    num_layers: int = 2,
+    num_heads: int = 12,
+    intermediate_size: int = 3072,
+    out_dim: int = 4096,
+) -> QFormerAdapter:
+    """GroundingGPT's audio adapter: a `QFormerAdapter` over clips, 768 wide on 1024 inputs."""
+    return QFormerAdapter(
+        in_dim, max_clips, num_query_tokens, hidden_size, num_layers, num_heads,
+        intermediate_size, out_dim, positions="clip",
+    )  # fmt: skip
+
+
+__all__ = ["AudioQFormerAdapter", "MLPAdapter", "QFormer", "QFormerAdapter", "VideoQFormerAdapter"]

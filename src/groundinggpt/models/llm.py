@@ -11,7 +11,7 @@ from groundinggpt.modalities import SPECIAL_TOKENS
 def add_special_tokens(tokenizer, llm: nn.Module) -> int:
     """Add the nine modality tokens to ``tokenizer`` and grow ``llm``'s embeddings to match.
 
-    New input and output embedding rows start as the mean of the existing rows (DESIGN.md), so
+    New input and output embedding rows start as the mean of the existing rows (docs/architecture.md), so
     the new tokens begin as an "average word" instead of random noise that would swamp the
     logits of a pretrained LLM.
 

@@ -241,7 +241,7 @@ class RunReport(L.Callback):
         }
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "references"):
-            from groundinggpt.grounding.metrics import baseline_metrics
+            from groundinggpt.grounding.tasks import baseline_metrics
 
             train_refs = dm.references("train")
             for task, refs in dm.references("replay").items():
@@ -252,7 +252,7 @@ class RunReport(L.Callback):
                 if refs and any(k.startswith(f"{split}/") for k in out):
                     base = baseline_metrics(train_refs, refs)
                     out |= {f"baseline/{split}/{k}": float(v) for k, v in base.items()}
-        from groundinggpt.grounding.metrics import significance
+        from groundinggpt.grounding.tasks import significance
 
         for split in ("val", "test"):
             out |= significance(out, split)

@@ -11,7 +11,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
-from groundinggpt.grounding.metrics import GroundingMetrics
+from groundinggpt.grounding.tasks import GroundingMetrics
 from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT, zero_term
 from groundinggpt.training.checkpoint import load_weights

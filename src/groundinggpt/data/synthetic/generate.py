@@ -53,6 +53,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "image_size": [64, 112],
     "side_frac": [0.25, 0.5],
     "objects": [1, 3],
+    "pope_negatives": "any",
     "video_size": 64,
     "fps": 8,
     "video_seconds": [3.0, 6.0],
@@ -109,6 +110,8 @@ def _validate(cfg: Mapping[str, Any]) -> None:
     lo, hi = cfg["objects"]
     if not 1 <= lo <= hi <= 3:  # sound localisation needs distinct kinds, and there are 3
         raise ValueError(f"objects needs 1 <= lo <= hi <= 3, got {cfg['objects']}")
+    if cfg["pope_negatives"] not in ("any", "disjoint"):
+        raise ValueError(f"pope_negatives is 'any' or 'disjoint', got {cfg['pope_negatives']!r}")
     for key in ("side_frac", "span_frac"):
         a, b = cfg[key]
         if not 0 < a <= b <= 1:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from groundinggpt.data.media import box_to_padded
 from groundinggpt.data.synthetic.scene import (
     COLORS,
     PITCH_WORDS,
@@ -29,6 +28,7 @@ from groundinggpt.data.synthetic.scene import (
 )
 from groundinggpt.data.synthetic.writers import tone, write_mp4, write_png, write_wav
 from groundinggpt.grounding.format import format_box, format_span
+from groundinggpt.grounding.geometry import box_to_padded
 
 BOX_SUFFIX = "Answer with a bounding box."
 GROUNDED_CAPTION_QUESTION = "Describe the image with bounding boxes."
@@ -42,6 +42,9 @@ class Params:
     image_size: tuple[int, int] = (64, 112)
     side_frac: tuple[float, float] = (0.25, 0.5)
     objects: tuple[int, int] = (1, 3)
+    # POPE's absent objects: "any" absent (colour, kind) pair, or "disjoint": sharing neither
+    # colour nor kind with a present object where one exists (like POPE's random split).
+    pope_negatives: str = "any"
     video_size: int = 64
     fps: int = 8
     video_seconds: tuple[float, float] = (3.0, 6.0)
@@ -190,9 +193,14 @@ def make_record(job: Job, media: dict[str, str], turns: list[tuple[str, str]], m
     return record
 
 
-def _absent_object(rng: np.random.Generator, shapes: list[Shape]) -> str:
+def _absent_object(rng: np.random.Generator, shapes: list[Shape], disjoint: bool = False) -> str:
+    """A (colour, kind) name not in ``shapes``; ``disjoint``: sharing neither, if possible."""
     present = {s.name for s in shapes}
     absent = [f"{c} {k}" for c in COLORS for k in SHAPES if f"{c} {k}" not in present]
+    if disjoint:
+        colors, kinds = {s.color for s in shapes}, {s.kind for s in shapes}
+        far = [n for n in absent if n.split()[0] not in colors and n.split()[1] not in kinds]
+        absent = far or absent
     return absent[int(rng.integers(len(absent)))]
 
 
@@ -242,7 +250,7 @@ def pope(job: Job) -> dict:
     if present:
         name = scene.shapes[int(job.rng.integers(len(scene.shapes)))].name
     else:
-        name = _absent_object(job.rng, scene.shapes)
+        name = _absent_object(job.rng, scene.shapes, job.params.pope_negatives == "disjoint")
     turns = [(f"Is there a {name} in the image?", "Yes." if present else "No.")]
     return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "label": present})
 
