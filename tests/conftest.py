@@ -95,7 +95,7 @@ def tiny_weights(tmp_path_factory) -> SimpleNamespace:
     """
     import hydra
     import torch
-    from safetensors.torch import save_file
+    from groundinggpt.convert.io import save
 
     root = tmp_path_factory.mktemp("tiny_weights")
     cfg = compose_config(["ckpt_path=unused"], root, root / "run", config_name="eval")
@@ -105,5 +105,5 @@ def tiny_weights(tmp_path_factory) -> SimpleNamespace:
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     ckpt, safetensors = root / "tiny.ckpt", root / "tiny.safetensors"
     torch.save({"state_dict": {f"model.{k}": v for k, v in state.items()}}, ckpt)
-    save_file(state, str(safetensors))
+    save(state, safetensors, {})  # tied embeddings: written once per key
     return SimpleNamespace(ckpt=ckpt, safetensors=safetensors)

@@ -117,3 +117,24 @@ def test_hub_ids_fetch_only_the_shards_that_are_read(tmp_path: Path, monkeypatch
     _same(read_checkpoint(folder, keep), {"qformer.w": torch.ones(1)})
     with pytest.raises(FileNotFoundError):
         resolve("./not/here")
+
+
+def test_tied_weights_save_and_load_back(tmp_path) -> None:
+    """Tied input/output embeddings share memory, which safetensors refuses: saved per key."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from groundinggpt.convert.io import save
+    from groundinggpt.training.checkpoint import load_weights
+
+    config = LlamaConfig(
+        vocab_size=32, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
+    save(model.state_dict(), tmp_path / "tied.safetensors", {})
+    other = LlamaForCausalLM(config)
+    load_weights(other, tmp_path / "tied.safetensors")
+    torch.testing.assert_close(other.lm_head.weight, model.lm_head.weight)
+    assert other.lm_head.weight.data_ptr() == other.model.embed_tokens.weight.data_ptr()

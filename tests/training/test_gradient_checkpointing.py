@@ -47,7 +47,7 @@ def test_auto_turns_checkpointing_on_under_deepspeed_only(make_cfg) -> None:
 
     from lightning.pytorch.strategies import DDPStrategy, DeepSpeedStrategy
 
-    cfg = make_cfg(["experiment=stage2_fine"])
+    cfg = make_cfg(["experiment=stage2_fine", "module.feature_cache=null"])  # no datamodule
     assert cfg.module.gradient_checkpointing == "auto"
 
     def checkpointed(strategy) -> bool:

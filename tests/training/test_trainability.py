@@ -15,7 +15,12 @@ def built(make_cfg):
     model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
     dm = build_datamodule(cfg.data, model, tok)
     dm.setup()
-    batch = next(iter(dm.train_dataloader()))
+    # a batch holding every modality, so that every adapter gets a gradient
+    batch = next(
+        b
+        for b in dm.train_dataloader()
+        if all(b["media"].get(m) is not None and len(b["media"][m]) for m in model.branches)
+    )
     return model, batch
 
 

@@ -153,9 +153,19 @@ __all__ = ["read_checkpoint", "resolve", "shard_files"]
 
 
 def save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Write ``state`` as one ``.safetensors`` file (folders created) with ``metadata``."""
+    """Write ``state`` as one ``.safetensors`` file (folders created) with ``metadata``.
+
+    Tensors sharing memory (tied input/output embeddings) are written once per key: the
+    second of a pair is copied, since safetensors stores no aliases.
+    """
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in state.items()}, str(path), metadata=metadata)
+    seen: set[int] = set()
+    out = {}
+    for key, value in state.items():
+        ptr = value.untyped_storage().data_ptr()
+        out[key] = value.clone() if ptr in seen else value.contiguous()
+        seen.add(ptr)
+    save_file(out, str(path), metadata=metadata or None)
     log.info("wrote %d tensors to %s", len(state), path)

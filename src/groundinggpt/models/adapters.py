@@ -145,8 +145,6 @@ class QFormerAdapter(nn.Module):
         ...                     num_heads=2, intermediate_size=64, out_dim=48)
         >>> ad(torch.zeros(2, 5, 3, 32)).shape  # (B, T, Q, D) frame tokens
         torch.Size([2, 4, 48])
-        >>> ad(torch.zeros(2, 3, 32)).shape  # (B, C, D) clip embeddings
-        torch.Size([2, 4, 48])
     """
 
     def __init__(
@@ -176,18 +174,28 @@ class QFormerAdapter(nn.Module):
         """Always ``num_query_tokens``, whatever the number of frames or clips."""
         return self.qformer.num_query_tokens
 
-    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Map ``(B, T, Q, in_dim)`` or ``(B, T, in_dim)`` to ``(B, num_query_tokens, out_dim)``.
+    def forward(
+        self,
+        inputs: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        *,
+        frame_mask: torch.Tensor | None = None,
+        clip_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Map ``(B, T, Q, in_dim)`` frames or ``(B, C, in_dim)`` clips (as ``positions``) to
+        ``(B, num_query_tokens, out_dim)``.
 
-        ``mask`` ``(B, T)`` (1 = a real frame or clip) hides padded positions from the queries.
+        ``mask`` (or ``frame_mask`` / ``clip_mask``) ``(B, T)``, 1 = a real frame or clip,
+        hides padded positions from the queries.
         """
+        mask = next((m for m in (mask, frame_mask, clip_mask) if m is not None), None)
+        layout = (
+            "(B, T, Q, D) frame tokens" if self.positions == "frame" else "(B, C, D) embeddings"
+        )
+        if inputs.ndim != (4 if self.positions == "frame" else 3):
+            raise ValueError(f"expected {layout}, got {tuple(inputs.shape)}")
         if inputs.ndim == 3:
-            inputs = inputs.unsqueeze(2)  # one token per position
-        if inputs.ndim != 4:
-            raise ValueError(
-                f"expected (B, T, Q, D) or (B, T, D) {self.positions} inputs, "
-                f"got {tuple(inputs.shape)}"
-            )
+            inputs = inputs.unsqueeze(2)  # one token per clip
         length, per_position = inputs.shape[1:3]
         if length > self.max_positions:
             raise ValueError(
