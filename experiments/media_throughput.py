@@ -154,7 +154,7 @@ def default_run_rates(tmp: Path, seconds: float) -> dict[str, float]:
     """DataLoader samples/s vs training samples/s of the embedded default (stage2_fine)."""
     from hydra import compose, initialize_config_dir
 
-    from groundinggpt.training.train import build
+    from groundinggpt.train import build
 
     root = Path(__file__).resolve().parents[1]
     with initialize_config_dir(config_dir=str(root / "configs"), version_base="1.3"):

@@ -95,6 +95,7 @@ def tiny_weights(tmp_path_factory) -> SimpleNamespace:
     """
     import hydra
     import torch
+
     from groundinggpt.convert.io import save
 
     root = tmp_path_factory.mktemp("tiny_weights")

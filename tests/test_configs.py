@@ -17,7 +17,7 @@ TRAINERS = sorted(
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_and_instantiates(experiment, make_cfg):
-    from groundinggpt.training.train import build
+    from groundinggpt.train import build
 
     cfg = make_cfg([f"experiment={experiment}"])
     # Variants (stage2_fine_learn) reuse their stage: the name starts with it.

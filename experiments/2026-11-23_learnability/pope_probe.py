@@ -19,7 +19,7 @@ import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
 
-from groundinggpt.training.train import build
+from groundinggpt.train import build
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE = [

@@ -25,7 +25,7 @@ def fit(batches: int, cache: Path | None) -> tuple[float, list[float]]:
     import lightning as L
     from lightning.pytorch.callbacks import Callback
 
-    from groundinggpt.training.train import build
+    from groundinggpt.train import build
 
     overrides = [
         "experiment=stage2_fine",

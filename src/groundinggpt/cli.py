@@ -18,7 +18,7 @@ CONFIG_PATH = "pkg://groundinggpt.configs"
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def train_main(cfg: DictConfig) -> None:
     """``groundinggpt-train``: fit (and optionally test) the configured model."""
-    from groundinggpt.training.train import train
+    from groundinggpt.train import train
 
     train(cfg)
 

@@ -117,7 +117,7 @@ def test_video_mask_equals_dropping_the_padded_frames(video_adapter: QFormerAdap
     frames = _randn(2, 5, 3, 24)
     mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
     with torch.no_grad():
-        masked = video_adapter(frames, frame_mask=mask)
+        masked = video_adapter(frames, mask=mask)
         short = video_adapter(frames[:1, :3])
         full = video_adapter(frames[1:])
     torch.testing.assert_close(masked[:1], short, atol=1e-5, rtol=1e-5)
@@ -128,7 +128,7 @@ def test_audio_mask_equals_dropping_the_padded_clips(audio_adapter: QFormerAdapt
     clips = _randn(2, 4, 16)
     mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
     with torch.no_grad():
-        masked = audio_adapter(clips, clip_mask=mask)
+        masked = audio_adapter(clips, mask=mask)
         short = audio_adapter(clips[:1, :2])
     torch.testing.assert_close(masked[:1], short, atol=1e-5, rtol=1e-5)
 

@@ -13,7 +13,7 @@ from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import open_dict
 
 from groundinggpt.models.feature_cache import FeatureCache, encoder_fingerprint, file_digest
-from groundinggpt.training.train import build
+from groundinggpt.train import build
 
 
 class _Losses(Callback):

@@ -13,7 +13,7 @@ import torch
 
 from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT
-from groundinggpt.training import train as train_entry
+from groundinggpt import train as train_entry
 
 FAMILIES = {"llama_tiny": "LlamaForCausalLM", "qwen2_tiny": "Qwen2ForCausalLM"}
 NEW_TOKENS = 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf, open_dict
 
-from groundinggpt.training.train import train
+from groundinggpt.train import train
 
 NOTEBOOK = Path(__file__).resolve().parents[2] / "notebooks" / "demo.ipynb"
 

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
+from groundinggpt.train import train
 from groundinggpt.training.checkpoint import load_weights, resume_path
-from groundinggpt.training.train import train
 
 
 class _Payload:

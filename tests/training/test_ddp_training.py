@@ -17,8 +17,8 @@ from lightning import Trainer
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies import DDPStrategy
 
+from groundinggpt.train import build
 from groundinggpt.training.module import GroundingLitModule
-from groundinggpt.training.train import build
 
 REPO = Path(__file__).resolve().parents[2]
 

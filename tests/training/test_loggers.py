@@ -11,7 +11,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, open_dict
 from tests.conftest import compose_config
 
-from groundinggpt.training.train import train
+from groundinggpt.train import train
 
 
 @pytest.fixture()

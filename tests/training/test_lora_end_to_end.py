@@ -12,9 +12,9 @@ from omegaconf import OmegaConf
 from tests.conftest import compose_config, synthetic_eval_config
 
 from groundinggpt.cli import convert_main
+from groundinggpt.train import train
 from groundinggpt.training.checkpoint import load_weights, read_state_dict
 from groundinggpt.training.lora import apply_lora
-from groundinggpt.training.train import train
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from groundinggpt.training.train import build
+from groundinggpt.train import build
 
 CONFIGS = Path(__file__).resolve().parents[2] / "src" / "groundinggpt" / "configs"
 

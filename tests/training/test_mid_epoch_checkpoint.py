@@ -6,7 +6,7 @@ from __future__ import annotations
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
-from groundinggpt.training.train import build
+from groundinggpt.train import build
 
 STEP_CKPTS = [
     "callbacks.model_checkpoint.every_n_train_steps=2",

@@ -9,8 +9,8 @@ import pytest
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
+from groundinggpt.train import build
 from groundinggpt.training.throughput import llm_flops_per_token
-from groundinggpt.training.train import build
 
 
 def test_llm_flops_per_token_is_6n_plus_the_attention_term(make_cfg) -> None:

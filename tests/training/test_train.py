@@ -9,8 +9,8 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
+from groundinggpt.train import train
 from groundinggpt.training.checkpoint import read_state_dict
-from groundinggpt.training.train import train
 
 METRIC_KEYS = [
     "val/rec/acc@0.5",

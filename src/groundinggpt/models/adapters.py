@@ -174,21 +174,12 @@ class QFormerAdapter(nn.Module):
         """Always ``num_query_tokens``, whatever the number of frames or clips."""
         return self.qformer.num_query_tokens
 
-    def forward(
-        self,
-        inputs: torch.Tensor,
-        mask: torch.Tensor | None = None,
-        *,
-        frame_mask: torch.Tensor | None = None,
-        clip_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def forward(self, inputs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Map ``(B, T, Q, in_dim)`` frames or ``(B, C, in_dim)`` clips (as ``positions``) to
         ``(B, num_query_tokens, out_dim)``.
 
-        ``mask`` (or ``frame_mask`` / ``clip_mask``) ``(B, T)``, 1 = a real frame or clip,
-        hides padded positions from the queries.
+        ``mask`` ``(B, T)``, 1 = a real frame or clip, hides padded positions from the queries.
         """
-        mask = next((m for m in (mask, frame_mask, clip_mask) if m is not None), None)
         layout = (
             "(B, T, Q, D) frame tokens" if self.positions == "frame" else "(B, C, D) embeddings"
         )

@@ -307,7 +307,7 @@ def build_grounding_model(
         m: tokenizer.convert_tokens_to_ids([s.start, s.patch, s.end]) for m, s in specs.items()
     }
     branches = {m: ModalityBranch(encoders[m], adapters[m]) for m in encoders}
-    return GroundingGPT(llm, branches, patch_ids, token_ids, media_token_counts(branches))
+    return GroundingGPT(llm, branches, patch_ids, token_ids)
 
 
 __all__ = [
