@@ -91,7 +91,7 @@ class GroundingGPT(nn.Module):
     Example:
         >>> model = build_grounding_model(tokenizer, llm, encoders, adapters)
         >>> model.media_tokens  # derived from the encoders and adapters
-        {'image': 64, 'video': 8, 'audio': 8}
+        {'image': 16, 'video': 8, 'audio': 8}
         >>> out = model(input_ids, attention_mask, labels=labels, media={"image": pixels})
     """
 
@@ -266,8 +266,8 @@ def media_token_counts(branches: Mapping[str, ModalityBranch]) -> dict[str, int]
     """Embeddings per media item of each branch: its adapter's output for its encoder's tokens.
 
     Example:
-        >>> media_token_counts(model.branches)  # CLIP 64 patches -> MLP; Q-Formers: queries
-        {'image': 64, 'video': 8, 'audio': 8}
+        >>> media_token_counts(model.branches)  # tiny: CLIP 16 patches -> MLP; Q-Former queries
+        {'image': 16, 'video': 8, 'audio': 8}
     """
     counts = {}
     for name, branch in branches.items():
