@@ -69,10 +69,22 @@ def _fit(dm, ckpt_path=None, **trainer_kwargs) -> tuple[Recorder, L.Trainer]:
     return module, trainer
 
 
-@pytest.mark.parametrize("num_workers", [0, 1])
-def test_stop_and_resume_sees_one_epoch_exactly(tmp_path: Path, num_workers: int) -> None:
+BATCHING = {
+    "padded": {},
+    "packed": {"pack_length": 64},  # rows of several samples (data/packing.py)
+    "length_grouped": {"group_by_length": True, "group_steps": 2},
+}
+
+
+@pytest.mark.parametrize(
+    ("num_workers", "batching"),
+    [(0, "padded"), (1, "padded"), (1, "packed"), (0, "length_grouped"), (1, "length_grouped")],
+)
+def test_stop_and_resume_sees_one_epoch_exactly(
+    tmp_path: Path, num_workers: int, batching: str
+) -> None:
     sizes = {"a": 13, "b": 7, "old": 20}  # b has weight 2; "old" is replayed
-    kwargs = {"batch_size": 3, "num_workers": num_workers}
+    kwargs = {"batch_size": 3, "num_workers": num_workers, **BATCHING[batching]}
     full, _ = _fit(text_datamodule(tmp_path, sizes, 0.2, **kwargs), enable_checkpointing=False)
     assert len(full.seen) == (27 + 7) // 3 * 3  # 13 + 2 * 7 main + 7 replayed, drop_last
 

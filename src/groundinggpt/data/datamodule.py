@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,12 @@ class GroundingDataModule(L.LightningDataModule):
         allow_absolute_media_paths: accept media paths that leave their media root (absolute
             paths, ``../``, symlinks out); by default such a sample is skipped as
             ``path_outside_root``.
+        pack_length: pack each training batch's samples into rows of at most this many
+            tokens (position ids restart per sample, no attention across samples: see
+            `groundinggpt.data.packing`); at least ``max_length``. ``None`` pads instead.
+        group_by_length: draw training batches of similar lengths (mega-batches of
+            ``group_steps`` steps sorted by length, steps shuffled): less padding without
+            packing. Both keep mid-epoch resume exact.
 
     Resuming: `state_dict` records how many samples of the current epoch the training loop
     has consumed (all ranks together); a run resumed from that checkpoint starts its
@@ -77,8 +84,16 @@ class GroundingDataModule(L.LightningDataModule):
         media_root: str | Mapping[str, str] | None = None,
         check_grounding: bool = True,
         allow_absolute_media_paths: bool = False,
+        pack_length: int | None = None,
+        group_by_length: bool = False,
+        group_steps: int = 64,
     ) -> None:
         super().__init__()
+        if pack_length is not None and pack_length < max_length:
+            raise ValueError(
+                f"pack_length {pack_length} < max_length {max_length}: a sample of max_length "
+                "tokens must fit one packed row"
+            )
         self.tokenizer = tokenizer
         self.root = Path(root)
         if stage not in stages:
@@ -102,6 +117,9 @@ class GroundingDataModule(L.LightningDataModule):
             tokenizer, modality_specs(media_tokens), system, media_after_text
         )
         self.collate = GroundingCollator(tokenizer.pad_token_id)
+        self.train_collate = GroundingCollator(tokenizer.pad_token_id, pack_length)
+        self.group_by_length, self.group_steps = bool(group_by_length), int(group_steps)
+        self._lengths: list[int] | None = None
         self.replay_ratio = replay_ratio
         self.max_length = max_length
         self.batch_size = batch_size
@@ -192,7 +210,23 @@ class GroundingDataModule(L.LightningDataModule):
             seed=self.seed,
             num_replicas=num_replicas,
             rank=rank,
+            lengths=self.train_lengths() if self.group_by_length else None,
+            batch_size=self.batch_size,
+            group_steps=self.group_steps,
         )
+
+    def train_lengths(self) -> list[int]:
+        """Token length of every training sample (main, then replay), computed once."""
+        if self._lengths is None:
+            datasets = [*self.datasets["train"].values(), *self.datasets["replay"].values()]
+            start = time.perf_counter()
+            self._lengths = [ds.length(i) for ds in datasets for i in range(len(ds))]
+            log.info(
+                "lengths of %d training samples for length grouping in %.1f s",
+                len(self._lengths),
+                time.perf_counter() - start,
+            )
+        return self._lengths
 
     def _trainer_or_none(self):
         # LightningDataModule.trainer is None outside a Trainer (and in plain unit tests).
@@ -224,7 +258,7 @@ class GroundingDataModule(L.LightningDataModule):
             ds,
             batch_size=self.batch_size,
             sampler=self.train_sampler(),
-            collate_fn=self.collate,
+            collate_fn=self.train_collate,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             drop_last=True,

@@ -28,6 +28,7 @@ from groundinggpt.data.conversation import (
     pad_sequences,
 )
 from groundinggpt.data.media import MediaError, confined_path
+from groundinggpt.data.packing import pack_rows, packed_positions
 from groundinggpt.data.records import AnnotationFileError, RecordStore, SampleError, read_records
 from groundinggpt.data.validation import (
     check_conversations,
@@ -143,6 +144,18 @@ class ConversationDataset(Dataset):
 
     def task_of(self, record: Mapping[str, Any]) -> str:
         return record.get("task") or self.task or "unknown"
+
+    def length(self, index: int) -> int:
+        """Tokens of record ``index`` once encoded (at most ``max_length``), media not decoded.
+
+        For length-grouped batching; a record that cannot be encoded counts 0 (it is skipped,
+        and counted, when it is read for training).
+        """
+        try:
+            ids, _ = self.formatter.encode(check_conversations(self.records[index]))
+        except (SampleError, KeyError, TypeError, ValueError):
+            return 0
+        return min(len(ids), self.max_length)
 
     def reference(self, index: int) -> str:
         """The first answer of record ``index`` (the target that evaluation compares with)."""
@@ -274,17 +287,29 @@ class GroundingCollator:
     (their reasons) and ``batch["skipped_info"]`` (dataset, file, reason, detail of each), so
     the training module and callbacks can count them.
 
+    With ``pack_length`` the training ids are packed instead (`groundinggpt.data.packing`):
+    the samples lie end to end in as few even rows of at most ``pack_length`` tokens as fit,
+    ``batch["position_ids"]`` restart at every sample, ``batch["sequence_ids"]`` give each
+    position's sample (``-1`` for padding) and every per-sample entry (media, ids, tasks,
+    prompts) follows the packed order, so the media fill their placeholders row by row.
+
     Args:
         pad_token_id: id used to pad ``input_ids`` and ``prompt_ids``.
+        pack_length: longest packed row in tokens; ``None`` pads each sample to the longest.
 
     Example:
         >>> collate = GroundingCollator(tok.pad_token_id)
         >>> batch = collate([ds[0], ds[1]])
         >>> batch["input_ids"].shape, batch["skipped"]
+        >>> packed = GroundingCollator(tok.pad_token_id, pack_length=512)([ds[0], ds[1]])
+        >>> packed["input_ids"].shape  # (1, len0 + len1) when both fit one row
     """
 
-    def __init__(self, pad_token_id: int) -> None:
+    def __init__(self, pad_token_id: int, pack_length: int | None = None) -> None:
         self.pad_token_id = pad_token_id
+        if pack_length is not None and pack_length < 1:
+            raise ValueError(f"pack_length must be a positive number of tokens, got {pack_length}")
+        self.pack_length = pack_length
 
     def __call__(self, samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         info = [dict(s) for s in samples if "skipped" in s]
@@ -296,11 +321,16 @@ class GroundingCollator:
         }
         if not samples:
             return batch
-        ids = [s["input_ids"] for s in samples]
+        if self.pack_length is None:
+            ids = [s["input_ids"] for s in samples]
+            batch["input_ids"] = pad_sequences(ids, self.pad_token_id)
+            batch["attention_mask"] = pad_sequences([[1] * len(x) for x in ids], 0)
+            batch["labels"] = pad_sequences([s["labels"] for s in samples], IGNORE_INDEX)
+        else:
+            rows = pack_rows([len(s["input_ids"]) for s in samples], self.pack_length)
+            samples = [samples[i] for row in rows for i in row]
+            batch.update(self._pack(samples, [len(row) for row in rows]))
         prompts = [s["prompt_ids"] for s in samples]
-        batch["input_ids"] = pad_sequences(ids, self.pad_token_id)
-        batch["attention_mask"] = pad_sequences([[1] * len(x) for x in ids], 0)
-        batch["labels"] = pad_sequences([s["labels"] for s in samples], IGNORE_INDEX)
         batch["prompt_ids"] = pad_sequences(prompts, self.pad_token_id, left=True)
         batch["prompt_mask"] = pad_sequences([[1] * len(x) for x in prompts], 0, left=True)
         names = sorted({m for s in samples for m in s["media"]})
@@ -311,3 +341,24 @@ class GroundingCollator:
             batch[key] = [s[key] for s in samples]
         batch["truncated"] = [bool(s.get("truncated", False)) for s in samples]
         return batch
+
+    def _pack(self, samples: Sequence[Mapping[str, Any]], row_sizes: list[int]) -> dict[str, Any]:
+        """Padded ``(rows, T)`` tensors of ``samples`` (packed order) laid ``row_sizes`` per row."""
+        ids, labels, positions, sequences = [], [], [], []
+        start = 0
+        for size in row_sizes:
+            row = samples[start : start + size]
+            ids.append([t for s in row for t in s["input_ids"]])
+            # No label on a sample's first position: nothing predicts across a boundary.
+            labels.append([t for s in row for t in [IGNORE_INDEX, *s["labels"][1:]]])
+            sequences.append([start + j for j, s in enumerate(row) for _ in s["input_ids"]])
+            positions.append([len(s["input_ids"]) for s in row])
+            start += size
+        width = max(len(r) for r in ids)
+        return {
+            "input_ids": pad_sequences(ids, self.pad_token_id),
+            "attention_mask": pad_sequences([[1] * len(r) for r in ids], 0),
+            "labels": pad_sequences(labels, IGNORE_INDEX),
+            "position_ids": torch.stack([packed_positions(n, width) for n in positions]),
+            "sequence_ids": pad_sequences(sequences, -1),
+        }

@@ -8,6 +8,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from groundinggpt.data.packing import group_by_length
+
 
 def _draw(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
     """``n`` indices into ``range(size)``: whole shuffled passes, then a partial one."""
@@ -47,6 +49,10 @@ class MixtureSampler(DistributedSampler):
         seed: base seed.
         num_replicas: number of ranks (default: the process group's size, or 1).
         rank: this process's rank (default: the process group's rank, or 0).
+        lengths: token length of every sample (ConcatDataset order) to group batches by
+            length (`groundinggpt.data.packing.group_by_length`); ``None`` keeps them random.
+        batch_size: samples per step per rank (needed with ``lengths``).
+        group_steps: steps per length-sorted mega-batch.
 
     Example:
         >>> s = MixtureSampler([100, 50, 400], [1.0, 2.0, None], replay_ratio=0.1)
@@ -64,9 +70,16 @@ class MixtureSampler(DistributedSampler):
         seed: int = 0,
         num_replicas: int | None = None,
         rank: int | None = None,
+        lengths: Sequence[int] | None = None,
+        batch_size: int = 1,
+        group_steps: int = 64,
     ) -> None:
         if len(sizes) != len(weights):
             raise ValueError("sizes and weights must have the same length")
+        if lengths is not None and len(lengths) != sum(sizes):
+            raise ValueError(f"{len(lengths)} lengths for {sum(sizes)} samples")
+        self.lengths = None if lengths is None else torch.as_tensor(list(lengths))
+        self.batch_size, self.group_steps = int(batch_size), int(group_steps)
         if not 0.0 <= replay_ratio < 1.0:
             raise ValueError(f"replay_ratio must be in [0, 1), got {replay_ratio}")
         self.sizes = list(sizes)
@@ -122,7 +135,11 @@ class MixtureSampler(DistributedSampler):
                 n = int((which == j).sum())
                 parts.append(self.offsets[i] + _draw(n, self.sizes[i], gen))
         order = torch.cat(parts)
-        return order[torch.randperm(len(order), generator=gen)]
+        order = order[torch.randperm(len(order), generator=gen)]
+        if self.lengths is None:
+            return order
+        step = self.batch_size * self.num_replicas  # rank r's batch k: one run of `step`
+        return group_by_length(order, self.lengths, step, self.group_steps, gen)
 
     def rank_indices(self, epoch: int, consumed: int = 0) -> torch.Tensor:
         """This rank's share of ``epoch`` after the first ``consumed`` positions."""

@@ -222,11 +222,22 @@ class GroundingGPT(nn.Module):
         media: Mapping[str, torch.Tensor],
         labels: torch.Tensor | None = None,
         features: Mapping[str, torch.Tensor] | None = None,
+        position_ids: torch.Tensor | None = None,
     ):
-        """Causal-LM output; pass ``features`` (from :meth:`encode`) to skip re-encoding."""
+        """Causal-LM output; pass ``features`` (from :meth:`encode`) to skip re-encoding.
+
+        ``position_ids`` marks packed rows (several samples per row, positions restarting at
+        each, see `groundinggpt.data.packing`): the LLM then gets no 2-D attention mask and
+        no KV cache, so ``transformers`` builds the block-diagonal causal mask from the
+        restarts and no sample attends to another.
+        """
         features = self.encode(media) if features is None else features
         embeds = self.splice(input_ids, features)
-        return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        if position_ids is None:
+            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+        return self.llm(
+            inputs_embeds=embeds, position_ids=position_ids, labels=labels, use_cache=False
+        )
 
     @torch.no_grad()
     def generate(

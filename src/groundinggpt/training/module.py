@@ -165,7 +165,12 @@ class GroundingLitModule(L.LightningModule):
             return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
         features = self.model.encode(batch["media"], media_paths_by_modality(batch))
         out = self.model(
-            batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["media"],
+            batch["labels"],
+            features,
+            position_ids=batch.get("position_ids"),  # packed rows (data.pack_length)
         )
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
         if not self._needs_full_graph():
