@@ -84,7 +84,7 @@ def test_two_gloo_ranks_train_the_real_mixture_in_step(make_cfg, tmp_path):
     cfg.data.batch_size = 2
     module, dm, _ = build(cfg)
     assert isinstance(module, GroundingLitModule)
-    dm.collate = _skip_one_batch_on_rank_1(dm.collate)
+    dm.train_collate = _skip_one_batch_on_rank_1(dm.train_collate)
     log = _RankLog(tmp_path)
     # plain DDP (find_unused_parameters=False); a short timeout turns a stall into an error
     trainer = Trainer(
