@@ -368,7 +368,7 @@ def test_benchmark_config_keys_paths_and_prompt(name: str, tmp_path: Path) -> No
     task = BENCHMARK_TASKS[name]
     if task is not None:
         fill_prompt(bench["prompt"], "q", task)  # carries the task's placeholders
-    assert ("audio_dir" in bench) == (task == "sl")
+    assert ("audio_dir" in bench) == (task in ("sl", "avs"))  # the two image + sound tasks
 
 
 def test_synthetic_config_reads_the_embedded_test_split(tmp_path: Path) -> None:

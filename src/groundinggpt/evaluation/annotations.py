@@ -7,12 +7,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from groundinggpt.data.media import MediaError, confined_path
+
 # The media placeholders a benchmark prompt of each task must carry.
 PLACEHOLDERS = {
     "rec": ("<image>",),
     "vtg": ("<video>",),
     "pope": ("<image>",),
     "sl": ("<image>", "<sound>"),
+    "res": ("<image>",),
+    "gcg": ("<image>",),
+    "avs": ("<image>", "<sound>"),
 }
 
 
@@ -24,7 +29,7 @@ def fill_prompt(template: str, query: str, task: str) -> str:
     Args:
         template: the prompt template, e.g. ``"<image>\\nOutput the coordinate of {query}."``.
         query: the expression / sentence / question.
-        task: ``rec``, ``vtg``, ``pope`` or ``sl`` (which placeholders are required).
+        task: a key of `PLACEHOLDERS` (which placeholders are required).
 
     Example:
         >>> fill_prompt("<image>\\nOutput the coordinate of {query}.", "the dog", "rec")
@@ -131,3 +136,23 @@ def single_file(annotation_file: Any, name: str) -> Path:
     if len(paths) != 1:
         raise ValueError(f"benchmark {name!r} reads one annotation file, got {len(paths)}")
     return existing_file(paths[0])
+
+
+def media_file(media_dir: Path, name: str, where: str) -> str:
+    """``media_dir / name`` as text; `ValueError` naming ``where`` if the name leaves the folder.
+
+    The check is lexical (``os.path.normpath``): folders made of symlinks to the original
+    datasets keep working, while ``..`` and absolute paths elsewhere are refused.
+
+    Example:
+        >>> media_file(Path("/data/coco"), "a.jpg", "refs.p: ref 3")
+        '/data/coco/a.jpg'
+        >>> media_file(Path("/data/coco"), "../a.jpg", "refs.p: ref 3")  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: refs.p: ref 3: media name '../a.jpg' leads outside /data/coco
+    """
+    try:
+        return str(confined_path(media_dir, name, resolve_links=False))
+    except MediaError as err:
+        raise ValueError(f"{where}: media name {name!r} leads outside {media_dir}") from err

@@ -23,6 +23,9 @@ Readers per benchmark (``name`` of `load_benchmark`):
   ``{media_dir}/{file}.jpg``, audio ``{audio_dir}/{file}.wav``.
 - ``synthetic``: released-format records (the embedded default's ``*_test.json``); targets
   come from the reference answer text and the image size / video duration.
+- ``refcoco_res``, ``refcoco+_res``, ``refcocog_res``, ``gcg``, ``avsbench``: pixel grounding
+  (tasks ``res``, ``gcg``, ``avs``), targets are masks; see
+  `groundinggpt.evaluation.mask_benchmarks`.
 
 Media names taken from an annotation (POPE ``image``, Charades video ids, VGGSS ``file``,
 synthetic records' media paths) must stay inside their media folder: a name with ``..`` or an
@@ -46,20 +49,20 @@ from typing import Any
 from groundinggpt.data.media import (
     MediaError,
     check_media_file,
-    confined_path,
     media_errors,
 )
 from groundinggpt.evaluation.annotations import (
-    PLACEHOLDERS,
     as_paths,
     as_rows,
     existing_file,
     fill_prompt,
+    media_file,
     query_text,
     read_json_or_jsonl,
     read_utf8,
     single_file,
 )
+from groundinggpt.evaluation.mask_benchmarks import MASK_PROMPTS
 from groundinggpt.evaluation.sample import BenchmarkSample
 from groundinggpt.grounding.format import (
     parse_box,
@@ -79,6 +82,11 @@ BENCHMARK_TASKS = {
     "pope": "pope",
     "vggss": "sl",
     "synthetic": None,  # several tasks: each record says which
+    "refcoco_res": "res",
+    "refcoco+_res": "res",
+    "refcocog_res": "res",
+    "gcg": "gcg",
+    "avsbench": "avs",
 }
 # Default prompts; "{query}" is the expression / sentence / question. REC follows
 # GroundingGPT's "Output the coordinate of ..." style; POPE passes the question unchanged; the
@@ -90,8 +98,10 @@ DEFAULT_PROMPTS = {
     "vtg": '<video>\nWhen does "{query}" happen in the video? Answer with a time span.',
     "pope": "<image>\n{query}",
     "sl": "<image>\n<sound>\nWhich object is making this sound? Answer with a bounding box.",
+    **MASK_PROMPTS,  # res, gcg, avs: see mask_benchmarks
 }
 MEDIA_ORDER = ("image", "video", "sound")
+SIZED_TASKS = ("rec", "sl", "res", "gcg", "avs")  # targets in pixels of the original image
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -157,8 +167,9 @@ def _checked_size(path: str, meta: dict) -> tuple[int, int]:
 def complete_meta(sample: BenchmarkSample) -> BenchmarkSample:
     """A copy of ``sample`` with image size, video duration and the target filled in.
 
-    Reads the image header (PIL, no decoding) for ``rec``/``sl`` and, if missing, the
-    duration (decord) for ``vtg``. Checks every media file exists.
+    Reads the image header (PIL, no decoding) for the pixel tasks (``rec``, ``sl``, ``res``,
+    ``gcg``, ``avs``) and, if missing, the duration (decord) for ``vtg``. Checks every media
+    file exists, and an ``avs`` target's mask PNG too.
 
     Raises:
         MediaError: a media file is missing, empty or unreadable, or an image's size differs
@@ -172,7 +183,9 @@ def complete_meta(sample: BenchmarkSample) -> BenchmarkSample:
     meta = dict(sample.meta)
     for key, path in sample.media.items():
         check_media_file(path, "audio" if key == "sound" else key)
-    if sample.task in ("rec", "sl"):
+    if sample.task == "avs":
+        check_media_file(sample.target, "image")  # the ground-truth mask PNG
+    if sample.task in SIZED_TASKS:
         meta["width"], meta["height"] = _checked_size(sample.media["image"], meta)
     if sample.task == "vtg" and meta.get("duration") is None:
         meta["duration"] = video_duration(sample.media["video"])
@@ -191,7 +204,7 @@ def is_complete(sample: BenchmarkSample) -> bool:
     """
     if sample.target is None:
         return False
-    if sample.task in ("rec", "sl"):
+    if sample.task in SIZED_TASKS:
         return sample.meta.get("width") is not None and sample.meta.get("height") is not None
     if sample.task == "vtg":
         return sample.meta.get("duration") is not None
@@ -201,14 +214,6 @@ def is_complete(sample: BenchmarkSample) -> bool:
 # ----------------------------------------------------------------------------- charades_sta
 
 _CHARADES_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(\S+)\s*##(.*)$")
-
-
-def _media_file(media_dir: Path, name: str, where: str) -> str:
-    """``media_dir / name`` as text; `ValueError` if the annotation's name leaves the folder."""
-    try:
-        return str(confined_path(media_dir, name, resolve_links=False))
-    except MediaError as err:
-        raise ValueError(f"{where}: media name {name!r} leads outside {media_dir}") from err
 
 
 def _charades_line(path: Path, n: int, line: str) -> tuple[str, float, float, str]:
@@ -247,7 +252,7 @@ def _read_charades_sta(
             BenchmarkSample(
                 id=f"{video}_{n}",
                 task="vtg",
-                media={"video": _media_file(media_dir, f"{video}.mp4", f"{path}:{n}")},
+                media={"video": media_file(media_dir, f"{video}.mp4", f"{path}:{n}")},
                 question=fill_prompt(prompt, query_text(sentence), "vtg"),
                 target=[s, e],
                 meta={"duration": None, "video_id": video, "sentence": sentence, "line": n},
@@ -327,7 +332,7 @@ def _read_pope(
             id=f"{cat}_{row['question_id']}" if several else str(row["question_id"]),
             task="pope",
             media={
-                "image": _media_file(
+                "image": media_file(
                     media_dir, str(row["image"]), f"{path}: question {row['question_id']!r}"
                 )
             },
@@ -403,8 +408,8 @@ def _read_vggss(
                 id=file_id,
                 task="sl",
                 media={
-                    "image": _media_file(media_dir, f"{file_id}.jpg", f"{path}: {file_id!r}"),
-                    "sound": _media_file(audio_dir, f"{file_id}.wav", f"{path}: {file_id!r}"),
+                    "image": media_file(media_dir, f"{file_id}.jpg", f"{path}: {file_id!r}"),
+                    "sound": media_file(audio_dir, f"{file_id}.wav", f"{path}: {file_id!r}"),
                 },
                 question=fill_prompt(prompt, cls, "sl"),
                 target=None,
@@ -418,6 +423,7 @@ def _read_vggss(
 
 # -------------------------------------------------------------------------------- synthetic
 
+SYNTHETIC_TASKS = ("rec", "vtg", "pope", "sl")  # tasks of the released synthetic records
 _TASK_FROM_NAME = re.compile(r"^(rec|vtg|sl|pope)_")
 _PLACEHOLDER = re.compile(r"<(image|video|sound)>\n?")
 
@@ -427,10 +433,10 @@ def _synthetic_task(path: Path, record: dict) -> str:
     if task is None:
         match = _TASK_FROM_NAME.match(path.name)
         task = match.group(1) if match else None
-    if task not in PLACEHOLDERS:
+    if task not in SYNTHETIC_TASKS:
         raise ValueError(
-            f"{path}: record {record.get('id')!r} has task {task!r}; benchmarks score only "
-            f"{sorted(PLACEHOLDERS)}"
+            f"{path}: record {record.get('id')!r} has task {task!r}; synthetic records score "
+            f"only {sorted(SYNTHETIC_TASKS)}"
         )
     return task
 
@@ -482,7 +488,7 @@ def _synthetic_sample(path: Path, n: int, record: dict, media_dir: Path, prompt:
         question = prefix + prompt.replace("{query}", _PLACEHOLDER.sub("", question).strip())
     meta = _synthetic_meta(task, record)
     target = _synthetic_target(task, reference, meta, where)
-    media = {k: _media_file(media_dir, str(record[k]), where) for k in MEDIA_ORDER if k in record}
+    media = {k: media_file(media_dir, str(record[k]), where) for k in MEDIA_ORDER if k in record}
     sample = BenchmarkSample(str(record.get("id", f"{path.stem}_{n}")), task, media, question,
                              target, meta)  # fmt: skip
     if target is None and (meta.get("width") or meta.get("duration")):
@@ -512,6 +518,7 @@ def _read_synthetic(
 
 
 def _readers() -> dict[str, Callable[..., list[BenchmarkSample]]]:
+    from groundinggpt.evaluation.mask_benchmarks import read_avsbench, read_gcg, read_res
     from groundinggpt.evaluation.refer import read_refexp
 
     return {
@@ -522,6 +529,11 @@ def _readers() -> dict[str, Callable[..., list[BenchmarkSample]]]:
         "pope": _read_pope,
         "vggss": _read_vggss,
         "synthetic": _read_synthetic,
+        "refcoco_res": read_res,
+        "refcoco+_res": read_res,
+        "refcocog_res": read_res,
+        "gcg": read_gcg,
+        "avsbench": read_avsbench,
     }
 
 
@@ -541,22 +553,25 @@ def load_benchmark(
     prompt: str | None = None,
     limit: int | None = None,
     box_format: str = "xywh",
+    subset: str | None = None,
 ) -> list[BenchmarkSample]:
     """Read a benchmark's official annotation into samples, in file order.
 
     Args:
-        name: one of ``refcoco``, ``refcoco+``, ``refcocog``, ``charades_sta``, ``pope``,
-            ``vggss``, ``synthetic``.
+        name: a key of `BENCHMARK_TASKS` (``refcoco``, ``charades_sta``, ``pope``, ``vggss``,
+            ``synthetic``, ``refcoco_res``, ``gcg``, ``avsbench``, ...).
         annotation_file: the official file (a list of files for ``synthetic`` / ``pope``;
             a folder for ``pope`` and the refer toolkit).
         media_dir: folder of the images / videos (``synthetic``: the dataset root).
-        audio_dir: folder of the audio files (``vggss``).
-        split: REC: ``val``/``testA``/``testB``/``test``...; POPE: category; else unused.
+        audio_dir: folder of the audio files (``vggss``, ``avsbench``).
+        split: REC / RES: ``val``/``testA``/``testB``/``test``...; POPE: category; GCG:
+            ``val``/``test``; AVSBench: ``train``/``val``/``test``; else unused.
         prompt: template with ``{query}``; ``None`` -> the benchmark's default
             (`DEFAULT_PROMPTS`; ``synthetic``: each record's own question).
         limit: keep the first ``limit`` samples (after the split is selected).
         box_format: REC JSON exports only: how a plain ``bbox`` field is read
             (``"xywh"``, COCO's, or ``"xyxy"``).
+        subset: AVSBench only: ``s4`` or ``ms3`` (``None``: from the csv's file name).
 
     Raises:
         FileNotFoundError: the annotation file is missing.
@@ -582,6 +597,7 @@ def load_benchmark(
         prompt=template,
         name=name,
         box_format=box_format,
+        subset=subset,
     )
     _check_unique(samples, name)
     if not samples:

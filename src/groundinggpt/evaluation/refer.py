@@ -118,7 +118,13 @@ def _refer_files(path: Path) -> tuple[Path, Path]:
     return path, existing_file(instances, "instances.json (next to the refs pickle)")
 
 
-def _xywh_to_xyxy(box: Any, where: str) -> list[float]:
+def xywh_to_xyxy(box: Any, where: str) -> list[float]:
+    """COCO ``[x, y, w, h]`` -> ``[x0, y0, x1, y1]``; `ValueError` naming ``where`` if malformed.
+
+    Example:
+        >>> xywh_to_xyxy([4, 6, 20, 10], "annotation 101")
+        [4.0, 6.0, 24.0, 16.0]
+    """
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise ValueError(f"{where}: bbox must be 4 numbers, got {box!r}")
     x, y, w, h = (float(v) for v in box)
@@ -135,7 +141,7 @@ def _check_split(split: str | None, available: set, where: Path) -> None:
 
 
 def _refer_samples(ref: dict, image: dict, ann: dict, media_dir: Path, prompt: str):
-    box = _xywh_to_xyxy(ann["bbox"], f"annotation {ann.get('id')}")
+    box = xywh_to_xyxy(ann["bbox"], f"annotation {ann.get('id')}")
     for sent in ref["sentences"]:
         text = sent.get("sent") or sent.get("raw") or ""
         yield BenchmarkSample(
@@ -150,10 +156,27 @@ def _refer_samples(ref: dict, image: dict, ann: dict, media_dir: Path, prompt: s
         )  # fmt: skip
 
 
-def _read_refer_pickle(
-    path: Path, media_dir: Path, prompt: str, split: str | None
-) -> list[BenchmarkSample]:
-    """The refer toolkit's ``refs(*).p`` + ``instances.json``: one sample per sentence."""
+def refer_objects(path: Path, split: str | None) -> tuple[Path, list[tuple[dict, dict, dict]]]:
+    """The refs of ``split`` in the refer toolkit's pickle, each with its image and object.
+
+    Shared by the box (``rec``) and mask (``res``) readers: both score one object per ref.
+
+    Args:
+        path: ``refs(*).p`` or its folder; ``instances.json`` must lie beside it.
+        split: the refs' ``split`` to keep (required).
+
+    Returns:
+        ``(instances.json path, [(ref, image entry, annotation entry), ...])`` in pickle order.
+
+    Raises:
+        ValueError: no such split, or a ref that lacks a field or points at a missing
+            image / annotation (naming the pickle and the ref).
+
+    Example:
+        >>> instances, objects = refer_objects(Path("data/refcoco/refs(unc).p"), "testA")
+        ...  # doctest: +SKIP
+        >>> ref, image, ann = objects[0]  # doctest: +SKIP
+    """
     refs_path, instances_path = _refer_files(path)
     refs = load_plain_pickle(refs_path)
     if not isinstance(refs, list) or not all(isinstance(r, dict) for r in refs):
@@ -162,7 +185,7 @@ def _read_refer_pickle(
     instances = json.loads(read_utf8(instances_path))
     images = {img["id"]: img for img in instances["images"]}
     anns = {ann["id"]: ann for ann in instances["annotations"]}
-    samples = []
+    objects = []
     for ref in (r for r in refs if r.get("split") == split):
         missing = [k for k in ("ref_id", "ann_id", "image_id", "sentences") if k not in ref]
         if missing:
@@ -172,7 +195,16 @@ def _read_refer_pickle(
                 f"{refs_path}: ref {ref['ref_id']} points at image {ref['image_id']} / "
                 f"annotation {ref['ann_id']}, missing from {instances_path}"
             )
-        image, ann = images[ref["image_id"]], anns[ref["ann_id"]]
+        objects.append((ref, images[ref["image_id"]], anns[ref["ann_id"]]))
+    return instances_path, objects
+
+
+def _read_refer_pickle(
+    path: Path, media_dir: Path, prompt: str, split: str | None
+) -> list[BenchmarkSample]:
+    """The refer toolkit's ``refs(*).p`` + ``instances.json``: one sample per sentence."""
+    samples = []
+    for ref, image, ann in refer_objects(path, split)[1]:
         samples += _refer_samples(ref, image, ann, media_dir, prompt)
     return samples
 
@@ -199,7 +231,7 @@ def _read_mdetr(data: dict, path: Path, media_dir: Path, prompt: str) -> list[Be
                 task="rec",
                 media={"image": str(media_dir / img["file_name"])},
                 question=fill_prompt(prompt, query_text(img["caption"]), "rec"),
-                target=_xywh_to_xyxy(anns[0]["bbox"], f"{path}: entry {img['id']}"),
+                target=xywh_to_xyxy(anns[0]["bbox"], f"{path}: entry {img['id']}"),
                 meta={"width": img.get("width"), "height": img.get("height"),
                       "sentence": img["caption"], "image_id": img.get("original_id")},
             )
@@ -223,7 +255,7 @@ def _export_box(record: dict, box_format: str, where: str) -> list[float]:
     if fmt not in BOX_FORMATS:
         raise ValueError(f"{where}: bbox_format must be one of {BOX_FORMATS}, got {fmt!r}")
     if fmt == "xywh":
-        return _xywh_to_xyxy(box, where)
+        return xywh_to_xyxy(box, where)
     if not isinstance(box, (list, tuple)) or len(box) != 4:
         raise ValueError(f"{where}: bbox must be 4 numbers, got {box!r}")
     x0, y0, x1, y1 = (float(v) for v in box)

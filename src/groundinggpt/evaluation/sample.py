@@ -8,6 +8,9 @@ from typing import Any
 from groundinggpt.grounding.format import format_box, format_span
 from groundinggpt.grounding.geometry import box_to_padded
 
+SEG_TOKEN = "[SEG]"  # GLaMM's mask token: its hidden state is decoded into a mask
+SEG_ANSWER = f"It is {SEG_TOKEN}."  # GLaMM's ANSWER_LIST[0] (groundingLMM dataset/utils/utils.py)
+
 
 @dataclass
 class BenchmarkSample:
@@ -15,14 +18,18 @@ class BenchmarkSample:
 
     Args:
         id: unique within the benchmark (REC: ``f"{ref_id}_{sent_id}"``, one per expression).
-        task: ``"rec"``, ``"vtg"``, ``"pope"`` or ``"sl"``.
+        task: ``"rec"``, ``"vtg"``, ``"pope"``, ``"sl"``, or the mask tasks ``"res"``,
+            ``"gcg"``, ``"avs"``.
         media: record key -> absolute path (``{"image": p}``, ``{"video": p}``,
             ``{"image": p, "sound": p}``).
         question: the human turn with its placeholders (``"<image>\\n..."``).
         target: ``rec``/``sl``: ``[x0, y0, x1, y1]`` pixels of the original image;
-            ``vtg``: ``[start_s, end_s]``; ``pope``: ``"yes"``/``"no"``. ``None`` until
+            ``vtg``: ``[start_s, end_s]``; ``pope``: ``"yes"``/``"no"``; ``res``: the COCO
+            segmentation (polygons or RLE); ``gcg``: ``[{"phrase", "segmentation"}, ...]`` in
+            caption order; ``avs``: the ground-truth mask PNG's path. ``None`` until
             `complete_meta` when it needs the image size (VGGSS, some synthetic records).
-        meta: ``width``/``height`` (rec, sl), ``duration`` (vtg), ``category`` (pope), ...
+        meta: ``width``/``height`` (rec, sl, res, gcg, avs), ``duration`` (vtg), ``category``
+            (pope), ``caption`` and ``spans`` (gcg), ...
 
     Example:
         >>> s = BenchmarkSample("0_0", "rec", {"image": "/d/a.jpg"}, "<image>\\nOutput the "
@@ -50,6 +57,10 @@ class BenchmarkSample:
             return format_span((self.target[0] / d, self.target[1] / d))
         if self.task == "pope":
             return "Yes." if self.target == "yes" else "No."
+        if self.task in ("res", "avs"):
+            return SEG_ANSWER
+        if self.task == "gcg":
+            return tag_phrases(self.meta.get("caption"), self.meta.get("spans"), self.id)
         raise ValueError(f"sample {self.id}: unknown task {self.task!r}")
 
     def to_record(self) -> dict:
@@ -60,6 +71,28 @@ class BenchmarkSample:
             {"from": "gpt", "value": self.reference()},
         ]
         return record
+
+
+def tag_phrases(caption: str | None, spans: Any, sample_id: str = "?") -> str:
+    """The caption with each grounded span as ``<p>phrase</p> [SEG]`` (the GCG answer text).
+
+    Args:
+        caption: the reference caption.
+        spans: ``[[start, end], ...]`` character spans of the grounded phrases, in caption
+            order, not overlapping.
+        sample_id: for the message when caption or spans are missing.
+
+    Example:
+        >>> tag_phrases("A man rides a horse.", [[0, 5], [12, 19]])
+        '<p>A man</p> [SEG] rides <p>a horse</p> [SEG].'
+    """
+    if not isinstance(caption, str) or spans is None:
+        raise ValueError(f"sample {sample_id}: gcg reference needs meta 'caption' and 'spans'")
+    out, cursor = [], 0
+    for start, end in spans:
+        out += [caption[cursor:start], f"<p>{caption[start:end]}</p> {SEG_TOKEN}"]
+        cursor = end
+    return "".join(out) + caption[cursor:]
 
 
 def _size(sample: BenchmarkSample) -> tuple[int, int]:
