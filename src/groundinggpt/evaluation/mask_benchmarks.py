@@ -70,8 +70,8 @@ def _check_rle(seg: dict, size: tuple[Any, Any], where: str) -> None:
     if not (isinstance(hw, list) and len(hw) == 2 and all(isinstance(v, int) for v in hw)):
         raise ValueError(f"{where}: RLE 'size' must be [height, width], got {hw!r}")
     counts = seg.get("counts")
-    if not (isinstance(counts, str) or (isinstance(counts, list) and all(
-            isinstance(c, int) for c in counts))):  # fmt: skip
+    runs = isinstance(counts, list) and all(isinstance(c, int) for c in counts)
+    if not (isinstance(counts, str) or runs):
         raise ValueError(f"{where}: RLE 'counts' must be a string or a list of ints")
     w, h = size
     if w is not None and h is not None and [int(h), int(w)] != hw:
