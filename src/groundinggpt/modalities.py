@@ -36,6 +36,11 @@ _SPECIAL = {
     "audio": ("sound", "<sound>", "<so_start>", "<so_patch>", "<so_end>"),
 }
 SPECIAL_TOKENS = [tok for spec in _SPECIAL.values() for tok in spec[2:]]
+# Pixel grounding (GLaMM): each ``[SEG]`` in an answer becomes one mask; ``<p>...</p>`` marks
+# the phrase a mask grounds in a grounded caption. Added as ordinary tokens (not special
+# ones), so decoding keeps them in the answer text.
+SEG_TOKEN = "[SEG]"
+PIXEL_TOKENS = [SEG_TOKEN, "<p>", "</p>"]
 
 
 def modality_specs(num_tokens: Mapping[str, int]) -> dict[str, ModalitySpec]:
@@ -46,4 +51,4 @@ def modality_specs(num_tokens: Mapping[str, int]) -> dict[str, ModalitySpec]:
     return {m: ModalitySpec(*_SPECIAL[m], num_tokens=int(n)) for m, n in num_tokens.items()}
 
 
-__all__ = ["SPECIAL_TOKENS", "ModalitySpec", "modality_specs"]
+__all__ = ["PIXEL_TOKENS", "SEG_TOKEN", "SPECIAL_TOKENS", "ModalitySpec", "modality_specs"]

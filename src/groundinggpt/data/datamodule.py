@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
 from groundinggpt.data.mixture import MixtureSampler
 from groundinggpt.data.records import SampleError
+from groundinggpt.data.segmentation import record_first_mask
 from groundinggpt.modalities import modality_specs
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,11 @@ class GroundingDataModule(L.LightningDataModule):
         if stage not in stages:
             raise ValueError(f"stage {stage!r} has no mixture; data config has {list(stages)}")
         order = list(stages)
-        self.weights = {n: float(w) for n, w in stages[stage].items()}
-        earlier = [n for s in order[: order.index(stage)] for n in stages[s]]
+        # A weight of 0 leaves a dataset out (an experiment narrowing the merged mixture).
+        self.weights = {n: float(w) for n, w in stages[stage].items() if float(w) > 0}
+        earlier = [n for s in order[: order.index(stage)] for n, w in stages[s].items() if w]
         replay = [n for n in dict.fromkeys(earlier) if n not in self.weights]
+        replay = replay if replay_ratio > 0 else []
         self.splits = {
             "train": list(self.weights),
             "replay": replay,
@@ -274,6 +277,21 @@ class GroundingDataModule(L.LightningDataModule):
         if not self.datasets["test"]:
             return []
         return self._loader("test", batch_size=self.eval_batch_size, shuffle=False)
+
+    def first_masks(self, split: str, tasks: Sequence[str]) -> dict[str, list]:
+        """The first target mask (original pixels) of every record of ``tasks`` in ``split``."""
+        out: dict[str, list] = {}
+        for ds in self.datasets.get(split, {}).values():
+            for i in range(len(ds)):
+                try:
+                    rec = ds.records[i]
+                except SampleError:
+                    continue
+                task = ds.task_of(rec)
+                mask = record_first_mask(rec) if task in tasks else None
+                if mask is not None:
+                    out.setdefault(task, []).append(mask)
+        return out
 
     def references(self, split: str) -> dict[str, list[str]]:
         """First answers of every record of ``split``, grouped by task (for baselines)."""

@@ -30,6 +30,7 @@ from groundinggpt.data.conversation import (
 from groundinggpt.data.media import MediaError, confined_path
 from groundinggpt.data.packing import pack_rows, packed_positions
 from groundinggpt.data.records import AnnotationFileError, RecordStore, SampleError, read_records
+from groundinggpt.data.segmentation import count_seg_tokens, record_masks
 from groundinggpt.data.validation import (
     check_conversations,
     check_grounding_text,
@@ -226,11 +227,13 @@ class ConversationDataset(Dataset):
             for turn in convs:
                 check_grounding_text(turn["value"], strict=strict)
         paths = self._media_paths(record, convs)
-        input_ids, labels, truncated = self._fit(*self.formatter.encode(convs))
+        encoded = self.formatter.encode(convs)
+        input_ids, labels, truncated = self._fit(*encoded)
+        segment = self._segmentation(record, paths, encoded, (input_ids, labels))
         media = {name: self.processors[name](path) for name, path in paths.items()}
         # The first answer's first label ends the first prompt: no second tokenisation needed.
         first_answer = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
-        return {
+        sample = {
             "id": str(record.get("id", index)),
             "task": self.task_of(record),
             "dataset": self.name,
@@ -243,6 +246,26 @@ class ConversationDataset(Dataset):
             "media_paths": {m: str(p) for m, p in paths.items()},
             "truncated": truncated,
         }
+        if segment is not None:
+            sample["segment"] = segment
+        return sample
+
+    def _segmentation(self, record, paths, encoded, kept) -> dict[str, Any] | None:
+        """SAM's view of the image and one mask per kept ``[SEG]`` (`data/segmentation.py`).
+
+        None for a record without masks and ``[SEG]``; a record whose ``[SEG]`` count differs
+        from its masks, or with masks but no image or no ``segment`` processor, is skipped.
+        """
+        seg_id = self.formatter.seg_token_id
+        n_total = 0 if seg_id is None else count_seg_tokens(*encoded, seg_id)
+        if "masks" not in record and n_total == 0:
+            return None
+        masks = record_masks(record, count_seg_tokens(*kept, seg_id) if n_total else 0, n_total)
+        if "segment" not in self.processors:
+            raise SampleError("unknown_modality", "masks given but no `segment` processor")
+        if "image" not in paths:
+            raise SampleError("mask_without_image", "masks need the record's image")
+        return self.processors["segment"](paths["image"], masks)
 
     def _skip(self, index: int, err: Exception) -> dict[str, Any]:
         reason = _reason_of(err)
@@ -278,6 +301,28 @@ class ConversationDataset(Dataset):
             if self.on_error == "raise":
                 raise SampleError(_reason_of(err), f"{self.path}[{index}]: {err}") from err
             return self._skip(index, err)
+
+
+def collate_segments(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The pixel-grounding entries of a batch (none when no sample has masks).
+
+    ``seg_pixels`` ``(M, 3, S, S)`` stacks SAM's image of the ``M`` samples with masks (batch
+    order), ``seg_masks`` their ``(n_i, S, S)`` bool masks, ``seg_counts`` the ``n_i``,
+    ``seg_sizes`` their original ``(height, width)``, ``seg_targets`` the segmentations as
+    the records give them (scored in original pixels) and ``seg_owner`` their batch index.
+    """
+    owners = [i for i, s in enumerate(samples) if "segment" in s]
+    if not owners:
+        return {}
+    segs = [samples[i]["segment"] for i in owners]
+    return {
+        "seg_pixels": torch.stack([s["pixels"] for s in segs]),
+        "seg_masks": [s["masks"] for s in segs],
+        "seg_counts": [int(s["masks"].shape[0]) for s in segs],
+        "seg_sizes": [tuple(s["size"]) for s in segs],
+        "seg_targets": [s["targets"] for s in segs],
+        "seg_owner": owners,
+    }
 
 
 class GroundingCollator:
@@ -339,6 +384,7 @@ class GroundingCollator:
         }
         for key in ("id", "task", "dataset", "reference", "prompt", "media_paths"):
             batch[key] = [s[key] for s in samples]
+        batch.update(collate_segments(samples))
         batch["truncated"] = [bool(s.get("truncated", False)) for s in samples]
         return batch
 

@@ -10,6 +10,31 @@ import torch
 from groundinggpt.models.grounding_model import GroundingGPT
 
 
+def generate_tokens(
+    model: GroundingGPT,
+    tokenizer,
+    batch: Mapping[str, Any],
+    generation: Mapping[str, Any] | None = None,
+    features: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """The new token ids ``(B, T_new)`` for a batch of left-padded prompts (see
+    `generate_answers`); finished answers are padded with ``tokenizer.pad_token_id``."""
+    return model.generate(
+        batch["prompt_ids"],
+        batch["prompt_mask"],
+        batch["media"],
+        features=features,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        **dict(generation or {}),
+    )
+
+
+def decode_answers(tokenizer, tokens: torch.Tensor) -> list[str]:
+    """Answer texts of generated ids (special tokens dropped; ``[SEG]``, ``<p>`` kept)."""
+    return [t.strip() for t in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+
+
 def generate_answers(
     model: GroundingGPT,
     tokenizer,
@@ -32,13 +57,4 @@ def generate_answers(
         >>> generate_answers(model, tok, collate([sample]), {"max_new_tokens": 16})
         ['[0.120, 0.300, 0.560, 0.710]']
     """
-    tokens = model.generate(
-        batch["prompt_ids"],
-        batch["prompt_mask"],
-        batch["media"],
-        features=features,
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        **dict(generation or {}),
-    )  # (B, T_new)
-    return [t.strip() for t in tokenizer.batch_decode(tokens, skip_special_tokens=True)]
+    return decode_answers(tokenizer, generate_tokens(model, tokenizer, batch, generation, features))

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from groundinggpt.modalities import SPECIAL_TOKENS, ModalitySpec, modality_specs
+from groundinggpt.modalities import (
+    PIXEL_TOKENS,
+    SEG_TOKEN,
+    SPECIAL_TOKENS,
+    ModalitySpec,
+    modality_specs,
+)
 from groundinggpt.models.llm import add_special_tokens
+from groundinggpt.models.pixel_decoder import PixelDecoder, seg_positions
 
 
 class ModalityBranch(nn.Module):
@@ -87,6 +94,9 @@ class GroundingGPT(nn.Module):
             the patch ids alone.
         media_tokens: embeddings per media item per modality (what each placeholder expands
             to); default: derived from each branch's encoder and adapter.
+        pixel_decoder: turns the hidden state before each ``[SEG]`` into a mask
+            (`PixelDecoder`); None for a box-and-span model.
+        seg_token_id: the id of ``[SEG]`` (required with ``pixel_decoder``).
 
     Example:
         >>> model = build_grounding_model(tokenizer, llm, encoders, adapters)
@@ -102,10 +112,17 @@ class GroundingGPT(nn.Module):
         patch_token_ids: Mapping[str, int],
         modality_token_ids: Mapping[str, Sequence[int]] | None = None,
         media_tokens: Mapping[str, int] | None = None,
+        pixel_decoder: PixelDecoder | None = None,
+        seg_token_id: int | None = None,
     ) -> None:
         super().__init__()
+        if pixel_decoder is not None and seg_token_id is None:
+            raise ValueError("a pixel decoder needs the id of the [SEG] token")
         self.llm = llm
         self.branches = nn.ModuleDict(branches)
+        self.pixel_decoder = pixel_decoder
+        self.seg_token_id = seg_token_id
+        self.pixel_token_ids: list[int] = []  # [SEG], <p>, </p> (set by build_grounding_model)
         self.media_tokens = dict(media_tokens or media_token_counts(branches))
         self.patch_token_ids = dict(patch_token_ids)
         # start, patch and end token ids per modality: the rows stage 1 trains
@@ -177,8 +194,11 @@ class GroundingGPT(nn.Module):
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
         return embeds
 
-    def absent_branch_term(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """``0 *`` the trainable parameters of every branch that ``features`` lacks.
+    def absent_branch_term(
+        self, features: Mapping[str, torch.Tensor], segmented: bool = False
+    ) -> torch.Tensor:
+        """``0 *`` the trainable parameters of every branch that ``features`` lacks (and of
+        the pixel decoder when the batch had no masks, ``segmented`` False).
 
         Added to the loss, it gives those parameters a (zero) gradient, so data-parallel
         training sees the same parameters used on every rank and every step, whatever media
@@ -191,6 +211,8 @@ class GroundingGPT(nn.Module):
             for p in branch.parameters()
             if p.requires_grad
         ]
+        if self.pixel_decoder is not None and not segmented:
+            params += [p for p in self.pixel_decoder.parameters() if p.requires_grad]
         return zero_term(params, self.llm.get_input_embeddings().weight)
 
     def gradient_checkpointing(self, llm: bool = True, adapters: bool = True) -> None:
@@ -223,21 +245,54 @@ class GroundingGPT(nn.Module):
         labels: torch.Tensor | None = None,
         features: Mapping[str, torch.Tensor] | None = None,
         position_ids: torch.Tensor | None = None,
+        hidden_states: bool = False,
     ):
         """Causal-LM output; pass ``features`` (from :meth:`encode`) to skip re-encoding.
 
         ``position_ids`` marks packed rows (several samples per row, positions restarting at
         each, see `groundinggpt.data.packing`): the LLM then gets no 2-D attention mask and
         no KV cache, so ``transformers`` builds the block-diagonal causal mask from the
-        restarts and no sample attends to another.
+        restarts and no sample attends to another. ``hidden_states`` adds every layer's
+        hidden states to the output (what :meth:`predict_masks` reads).
         """
         features = self.encode(media) if features is None else features
         embeds = self.splice(input_ids, features)
+        extra = {"output_hidden_states": True} if hidden_states else {}
         if position_ids is None:
-            return self.llm(inputs_embeds=embeds, attention_mask=attention_mask, labels=labels)
+            return self.llm(
+                inputs_embeds=embeds, attention_mask=attention_mask, labels=labels, **extra
+            )
         return self.llm(
-            inputs_embeds=embeds, position_ids=position_ids, labels=labels, use_cache=False
+            inputs_embeds=embeds, position_ids=position_ids, labels=labels, use_cache=False, **extra
         )
+
+    def predict_masks(
+        self,
+        hidden: torch.Tensor,
+        input_ids: torch.Tensor,
+        seg_pixels: torch.Tensor,
+        seg_counts: Sequence[int],
+    ) -> list[torch.Tensor]:
+        """Mask logits in SAM's frame, one ``(n_i, h, w)`` tensor per segmented image.
+
+        Args:
+            hidden: the LLM's last-layer hidden states ``(B, T, D)`` of ``input_ids``.
+            input_ids: ``(B, T)``; every ``[SEG]`` in it is one mask (row-major order).
+            seg_pixels: ``(M, 3, S, S)`` the SAM-frame image of each sample that has masks,
+                in batch order.
+            seg_counts: ``[SEG]`` tokens per such sample (summing to those in ``input_ids``).
+        """
+        if self.pixel_decoder is None:
+            raise ValueError("this model has no pixel decoder (model.pixel_decoder)")
+        states = hidden[seg_positions(input_ids, self.seg_token_id)]  # (K, D), row-major
+        counts = [int(n) for n in seg_counts]
+        if states.shape[0] != sum(counts) or len(counts) != seg_pixels.shape[0]:
+            raise ValueError(
+                f"{states.shape[0]} [SEG] tokens in the batch, {sum(counts)} masks expected "
+                f"over {len(counts)} images ({seg_pixels.shape[0]} given)"
+            )
+        embeddings = self.pixel_decoder.embed_images(seg_pixels)
+        return self.pixel_decoder(embeddings, list(states.split(counts)))
 
     @torch.no_grad()
     def generate(
@@ -297,17 +352,20 @@ def build_grounding_model(
     llm: nn.Module,
     encoders: Mapping[str, nn.Module],
     adapters: Mapping[str, nn.Module],
+    pixel_decoder: Callable[[int], PixelDecoder] | None = None,
 ) -> GroundingGPT:
     """Assemble a :class:`GroundingGPT` (the Hydra entry point for ``configs/model``).
 
     Adds the special tokens to ``tokenizer``/``llm`` and checks that every encoder has an
     adapter and every adapter emits the LLM's width. The tokens per media item
     (``model.media_tokens``) follow from each encoder and adapter (`media_token_counts`): a
-    changed ``patch_size`` or query count needs no other edit.
+    changed ``patch_size`` or query count needs no other edit. ``pixel_decoder`` (a partial
+    taking the LLM width, ``configs/model/pixel_decoder``) adds ``[SEG]``, ``<p>``, ``</p>``
+    and the mask decoder.
     """
     if set(encoders) != set(adapters):
         raise ValueError(f"encoders {sorted(encoders)} and adapters {sorted(adapters)} differ")
-    add_special_tokens(tokenizer, llm)
+    add_special_tokens(tokenizer, llm, PIXEL_TOKENS if pixel_decoder is not None else ())
     width = llm.get_input_embeddings().weight.shape[1]
     for name, adapter in adapters.items():
         if getattr(adapter, "out_dim", width) != width:
@@ -318,7 +376,15 @@ def build_grounding_model(
         m: tokenizer.convert_tokens_to_ids([s.start, s.patch, s.end]) for m, s in specs.items()
     }
     branches = {m: ModalityBranch(encoders[m], adapters[m]) for m in encoders}
-    return GroundingGPT(llm, branches, patch_ids, token_ids)
+    if pixel_decoder is None:
+        return GroundingGPT(llm, branches, patch_ids, token_ids)
+    seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+    decoder = pixel_decoder(llm_width=width)
+    model = GroundingGPT(
+        llm, branches, patch_ids, token_ids, pixel_decoder=decoder, seg_token_id=seg_id
+    )
+    model.pixel_token_ids = tokenizer.convert_tokens_to_ids(PIXEL_TOKENS)
+    return model
 
 
 __all__ = [

@@ -194,6 +194,24 @@ class DataMonitor(L.Callback):
             self.examples = dict(state_dict.get("examples", {}))
 
 
+def _mask_baselines(dm, metrics: dict[str, float]) -> dict[str, float]:
+    """``baseline/{split}/{task}/*`` of the mask tasks scored in ``metrics`` (mean training
+    mask, whole image; `groundinggpt.training.segmentation.mask_baselines`)."""
+    from groundinggpt.training.segmentation import MASK_TASKS, mask_baselines
+
+    scored = [t for t in MASK_TASKS if any(f"/{t}/ciou" in k for k in metrics)]
+    if not scored or not hasattr(dm, "first_masks"):
+        return {}
+    train = dm.first_masks("train", scored)
+    out = {}
+    for split in ("val", "test"):
+        evals = dm.first_masks(split, scored)
+        if evals and any(k.startswith(f"{split}/") for k in metrics):
+            base = mask_baselines(train, evals)
+            out |= {f"baseline/{split}/{k}": v for k, v in base.items()}
+    return out
+
+
 class RunReport(L.Callback):
     """Write ``metrics.json``, ``predictions.png`` and ``curves.png`` in ``output_dir``.
 
@@ -252,6 +270,7 @@ class RunReport(L.Callback):
                 if refs and any(k.startswith(f"{split}/") for k in out):
                     base = baseline_metrics(train_refs, refs)
                     out |= {f"baseline/{split}/{k}": float(v) for k, v in base.items()}
+            out |= _mask_baselines(dm, out)
         from groundinggpt.grounding.tasks import significance
 
         for split in ("val", "test"):

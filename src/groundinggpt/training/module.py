@@ -12,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from groundinggpt.grounding.tasks import GroundingMetrics
-from groundinggpt.models.generation import generate_answers
+from groundinggpt.models.generation import decode_answers, generate_answers, generate_tokens
 from groundinggpt.models.grounding_model import GroundingGPT, zero_term
 from groundinggpt.training.checkpoint import load_weights
 from groundinggpt.training.lora import lora_settings
@@ -21,6 +21,12 @@ from groundinggpt.training.precision import (
     check_master_weights,
     keep_trainable_fp32,
     resolve_frozen_dtype,
+)
+from groundinggpt.training.segmentation import (
+    MaskMetrics,
+    answer_masks,
+    segmentation_losses,
+    target_masks,
 )
 from groundinggpt.training.trainability import apply_trainability
 
@@ -62,6 +68,8 @@ class GroundingLitModule(L.LightningModule):
         feature_cache: ``{dir, modalities?, dtype?}``: keep the outputs of the frozen encoders
             on disk and read them back instead of encoding each media file again
             (`groundinggpt.models.feature_cache`); None encodes every time.
+        mask_loss: weights of the mask losses added to the LM loss for batches with masks
+            (a model with a pixel decoder): ``{bce: 2.0, dice: 0.5}`` as GLaMM.
 
     Example:
         >>> module = GroundingLitModule(model, tok, partial(torch.optim.AdamW, lr=2e-5), sched)
@@ -82,6 +90,7 @@ class GroundingLitModule(L.LightningModule):
         gradient_checkpointing: bool | str | Mapping[str, bool] = False,
         frozen_dtype: str | None = "auto",
         feature_cache: Mapping[str, Any] | None = None,
+        mask_loss: Mapping[str, float] | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -102,6 +111,9 @@ class GroundingLitModule(L.LightningModule):
         self.frozen_dtype = frozen_dtype
         self.feature_cache = dict(feature_cache) if feature_cache else None
         self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
+        self.mask_loss = {"bce": 2.0, "dice": 0.5, **dict(mask_loss or {})}
+        if model.pixel_decoder is not None:
+            self.mask_metrics = torch.nn.ModuleDict({"val": MaskMetrics(), "test": MaskMetrics()})
         self.skipped: Counter[str] = Counter()
         self.plot_samples: list[dict[str, Any]] = []
 
@@ -164,6 +176,7 @@ class GroundingLitModule(L.LightningModule):
             trainable = [p for p in self.model.parameters() if p.requires_grad]
             return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
         features = self.model.encode(batch["media"], media_paths_by_modality(batch))
+        segment = self._segments(batch)
         out = self.model(
             batch["input_ids"],
             batch["attention_mask"],
@@ -171,14 +184,26 @@ class GroundingLitModule(L.LightningModule):
             batch["labels"],
             features,
             position_ids=batch.get("position_ids"),  # packed rows (data.pack_length)
+            hidden_states=segment,
         )
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
+        loss = out.loss
+        if segment:
+            bce, dice = segmentation_losses(self.model, out.hidden_states[-1], batch)
+            loss = loss + self.mask_loss["bce"] * bce + self.mask_loss["dice"] * dice
+            self.log_dict(
+                {"train/mask_bce": bce, "train/mask_dice": dice}, batch_size=batch["size"]
+            )
         if not self._needs_full_graph():
-            return out.loss
+            return loss
         # Branches without media in this batch still join the graph (with zero gradients; the
         # all-reduce averages in the other ranks' real ones), so DDP needs no
         # `find_unused_parameters` search (see GroundingGPT.absent_branch_term).
-        return out.loss + self.model.absent_branch_term(features)
+        return loss + self.model.absent_branch_term(features, segmented=segment)
+
+    def _segments(self, batch: Mapping[str, Any]) -> bool:
+        """Whether the batch has masks for this model's pixel decoder to learn from."""
+        return self.model.pixel_decoder is not None and "seg_pixels" in batch
 
     def _eval_step(self, batch: Mapping[str, Any], split: str) -> None:
         self._count_skipped(batch)
@@ -190,8 +215,14 @@ class GroundingLitModule(L.LightningModule):
             batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
         self.log(f"{split}/loss", out.loss, batch_size=batch["size"], sync_dist=True)
-        outputs = self.generate_text(batch, features)
+        tokens = generate_tokens(self.model, self.tokenizer, batch, self.generation, features)
+        outputs = decode_answers(self.tokenizer, tokens)
         self.metrics[split].update(batch["task"], outputs, batch["reference"])
+        if self._segments(batch):
+            masks = answer_masks(self.model, batch, tokens, self.tokenizer.pad_token_id)
+            first = [m[0] if m.shape[0] else None for m in masks]
+            tasks = [batch["task"][i] for i in batch["seg_owner"]]
+            self.mask_metrics[split].update(tasks, first, target_masks(batch))
         if split == "val" and len(self.plot_samples) < self.num_plot_samples:
             self._keep_for_plot(batch, outputs)
 
@@ -228,6 +259,9 @@ class GroundingLitModule(L.LightningModule):
 
     def _log_metrics(self, split: str) -> None:
         values = self.metrics[split].compute()
+        if self.model.pixel_decoder is not None:
+            values |= self.mask_metrics[split].compute()
+            self.mask_metrics[split].reset()
         self.log_dict({f"{split}/{k}": v for k, v in values.items()}, sync_dist=False)
         self.metrics[split].reset()
 

@@ -1,7 +1,7 @@
 """Which parameters train, declared per stage in config and applied here, in one place.
 
 ``trainable = {"encoders": "frozen", "adapters": "full", "llm": "frozen" | "full" | "lora",
-"new_token_embeddings": true}``
+"new_token_embeddings": true, "pixel_decoder": "full"}``
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ def _train_rows(weight: nn.Parameter, rows: Sequence[int]) -> None:
 
 
 def modality_token_rows(model: GroundingGPT) -> list[int]:
-    """Embedding rows of the model's modality tokens (start, patch, end of every branch)."""
-    return sorted({i for ids in model.modality_token_ids.values() for i in ids})
+    """Embedding rows of the tokens the model added: modality start, patch, end of every
+    branch, and ``[SEG]``, ``<p>``, ``</p>`` with a pixel decoder."""
+    rows = {i for ids in model.modality_token_ids.values() for i in ids}
+    return sorted(rows | set(model.pixel_token_ids))
 
 
 def apply_trainability(
@@ -49,6 +51,7 @@ def apply_trainability(
     llm: str = "full",
     new_token_embeddings: bool = True,
     lora: Mapping[str, Any] | None = None,
+    pixel_decoder: str = "full",
 ) -> dict[str, int]:
     """Freeze or unfreeze the model's parts; returns trainable parameter counts per part.
 
@@ -60,14 +63,20 @@ def apply_trainability(
             model's modality tokens (found by id, wherever the tokenizer put them), as in
             stage 1.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``).
+        pixel_decoder: ``"full"`` trains the mask decoder and the ``[SEG]`` projection of a
+            pixel decoder (GLaMM's recipe), ``"frozen"`` keeps them; SAM's image and prompt
+            encoders follow ``encoders``.
     """
-    for part, mode in {"encoders": encoders, "adapters": adapters, "llm": llm}.items():
+    parts = {"encoders": encoders, "adapters": adapters, "llm": llm, "pixel_decoder": pixel_decoder}
+    for part, mode in parts.items():
         if mode not in _MODES or (part != "llm" and mode == "lora"):
             raise ValueError(f"trainable.{part}={mode!r} is not one of {sorted(_MODES)}")
     for branch in model.branches.values():
         _set(branch.encoder, encoders == "full")
         branch.encoder.train(encoders == "full")
         _set(branch.adapter, adapters == "full")
+    if model.pixel_decoder is not None:
+        _set_pixel_decoder(model.pixel_decoder, encoders == "full", pixel_decoder == "full")
     if llm == "lora":
         _set(model.llm, False)
         apply_lora(model, lora or {})
@@ -83,6 +92,15 @@ def apply_trainability(
     return counts
 
 
+def _set_pixel_decoder(decoder: nn.Module, encoder: bool, decoder_part: bool) -> None:
+    sam = decoder.sam
+    for module in (sam.vision_encoder, sam.prompt_encoder, sam.shared_image_embedding):
+        _set(module, encoder)
+    sam.vision_encoder.train(encoder)
+    _set(sam.mask_decoder, decoder_part)
+    _set(decoder.seg_projection, decoder_part)
+
+
 def trainable_counts(model: GroundingGPT) -> dict[str, int]:
     def n(module: nn.Module) -> int:
         return sum(p.numel() for p in module.parameters() if p.requires_grad)
@@ -90,4 +108,6 @@ def trainable_counts(model: GroundingGPT) -> dict[str, int]:
     counts = {f"encoder.{k}": n(b.encoder) for k, b in model.branches.items()}
     counts |= {f"adapter.{k}": n(b.adapter) for k, b in model.branches.items()}
     counts["llm"] = n(model.llm)
+    if model.pixel_decoder is not None:
+        counts["pixel_decoder"] = n(model.pixel_decoder)
     return counts

@@ -46,6 +46,10 @@ DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "video_chat": {"train": 600},
     "audio_chat": {"train": 600},
     "grounded_caption": {"train": 0},
+    # pixel grounding (masks); off in the default mixture, on in experiment=stage2_fine_seg
+    "res": {"train": 0},
+    "gcg": {"train": 0},
+    "avs": {"train": 0},
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,

@@ -29,9 +29,15 @@ from groundinggpt.data.synthetic.scene import (
 from groundinggpt.data.synthetic.writers import tone, write_mp4, write_png, write_wav
 from groundinggpt.grounding.format import format_box, format_span
 from groundinggpt.grounding.geometry import box_to_padded
+from groundinggpt.grounding.masks import encode_mask
+from groundinggpt.modalities import SEG_TOKEN
 
 BOX_SUFFIX = "Answer with a bounding box."
 GROUNDED_CAPTION_QUESTION = "Describe the image with bounding boxes."
+# Pixel grounding (GLaMM-style prompts); every [SEG] of an answer has one mask in "masks".
+SEG_ANSWER = f"It is {SEG_TOKEN}."
+GCG_QUESTION = "Describe the image with segmentation masks."
+AVS_QUESTION = "Please segment the object that makes this sound."
 PLACEHOLDER_ORDER = ("image", "video", "sound")
 
 
@@ -92,6 +98,17 @@ class ImageScene:
             {"name": s.name, "box": list(b)} for s, b in zip(self.shapes, self.boxes, strict=True)
         ]
         return {"size": [self.width, self.height], "objects": objects}
+
+    def masks(self, order: list[int]) -> list[dict]:
+        """COCO RLE masks of the shapes ``order`` (one per ``[SEG]``, in answer order)."""
+        return [encode_mask(self.shapes[i].mask(self.width, self.height)) for i in order]
+
+    def left_to_right(self) -> list[int]:
+        """Shape indices in the order `describe` names them."""
+        return sorted(
+            range(len(self.shapes)),
+            key=lambda i: (self.shapes[i].x + self.shapes[i].side / 2, self.shapes[i].y),
+        )
 
 
 @dataclass
@@ -277,6 +294,34 @@ def sl(job: Job) -> dict:
     )
 
 
+def res(job: Job) -> dict:
+    """Referring segmentation: "Please segment the red circle in this image." -> one mask."""
+    scene = make_image(job, _n_objects(job))
+    i = int(job.rng.integers(len(scene.shapes)))
+    turns = [(f"Please segment the {scene.shapes[i].name} in this image.", SEG_ANSWER)]
+    record = make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
+    return {**record, "masks": scene.masks([i])}
+
+
+def gcg(job: Job) -> dict:
+    """Grounded caption with masks: ``<p>a red circle</p> [SEG]`` per object, left to right."""
+    scene = make_image(job, _n_objects(job))
+    order = scene.left_to_right()
+    phrases = [f"<p>a {scene.shapes[i].name}</p> {SEG_TOKEN}" for i in order]
+    caption = phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
+    record = make_record(job, {"image": scene.path}, [(GCG_QUESTION, caption + ".")], scene.meta())
+    return {**record, "masks": scene.masks(order)}
+
+
+def avs(job: Job) -> dict:
+    """Sound-source segmentation: image + the tone of one shape kind -> that shape's mask."""
+    scene, i, sound = _sounding_scene(job)
+    turns = [(AVS_QUESTION, SEG_ANSWER)]
+    meta = {**scene.meta(), "target": i}
+    record = make_record(job, {"image": scene.path, "sound": sound}, turns, meta)
+    return {**record, "masks": scene.masks([i])}
+
+
 def _image_turn(job: Job, scene: ImageScene, kind: str) -> tuple[str, str]:
     rng = job.rng
     i = int(rng.integers(len(scene.shapes)))
@@ -339,4 +384,7 @@ BUILDERS: dict[str, Callable[[Job], dict]] = {
     "video_chat": video_chat,
     "audio_chat": audio_chat,
     "grounded_caption": grounded_caption,
+    "res": res,
+    "gcg": gcg,
+    "avs": avs,
 }
