@@ -70,6 +70,10 @@ class GroundingLitModule(L.LightningModule):
             (`groundinggpt.models.feature_cache`); None encodes every time.
         mask_loss: weights of the mask losses added to the LM loss for batches with masks
             (a model with a pixel decoder): ``{bce: 2.0, dice: 0.5}`` as GLaMM.
+        compile_llm: ``torch.compile`` the LLM in place before fitting (``True`` or the
+            kwargs of ``nn.Module.compile``, e.g. ``{dynamic: true}``); parameter names and
+            checkpoints are unchanged. Measured, not assumed:
+            experiments/2026-12-02_throughput/ (compile section).
 
     Example:
         >>> module = GroundingLitModule(model, tok, partial(torch.optim.AdamW, lr=2e-5), sched)
@@ -91,6 +95,7 @@ class GroundingLitModule(L.LightningModule):
         frozen_dtype: str | None = "auto",
         feature_cache: Mapping[str, Any] | None = None,
         mask_loss: Mapping[str, float] | None = None,
+        compile_llm: bool | Mapping[str, Any] = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -112,6 +117,7 @@ class GroundingLitModule(L.LightningModule):
         self.feature_cache = dict(feature_cache) if feature_cache else None
         self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
         self.mask_loss = {"bce": 2.0, "dice": 0.5, **dict(mask_loss or {})}
+        self.compile_llm = compile_llm
         if model.pixel_decoder is not None:
             self.mask_metrics = torch.nn.ModuleDict({"val": MaskMetrics(), "test": MaskMetrics()})
         self.skipped: Counter[str] = Counter()
@@ -145,6 +151,8 @@ class GroundingLitModule(L.LightningModule):
     def setup(self, stage: str) -> None:
         if self.feature_cache and stage == "fit":
             self._use_feature_cache()
+        if self.compile_llm and stage == "fit":
+            self.model.llm.compile(**({} if self.compile_llm is True else dict(self.compile_llm)))
         if self.gradient_checkpointing == "auto":
             from lightning.pytorch.strategies import DeepSpeedStrategy
 

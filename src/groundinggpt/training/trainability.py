@@ -1,7 +1,7 @@
 """Which parameters train, declared per stage in config and applied here, in one place.
 
 ``trainable = {"encoders": "frozen", "adapters": "full", "llm": "frozen" | "full" | "lora",
-"new_token_embeddings": true, "pixel_decoder": "full"}``
+"new_token_embeddings": true, "pixel_decoder": "full", "pixel_encoder": "frozen"}``
 """
 
 from __future__ import annotations
@@ -52,6 +52,7 @@ def apply_trainability(
     new_token_embeddings: bool = True,
     lora: Mapping[str, Any] | None = None,
     pixel_decoder: str = "full",
+    pixel_encoder: str = "frozen",
 ) -> dict[str, int]:
     """Freeze or unfreeze the model's parts; returns trainable parameter counts per part.
 
@@ -64,10 +65,18 @@ def apply_trainability(
             stage 1.
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``).
         pixel_decoder: ``"full"`` trains the mask decoder and the ``[SEG]`` projection of a
-            pixel decoder (GLaMM's recipe), ``"frozen"`` keeps them; SAM's image and prompt
-            encoders follow ``encoders``.
+            pixel decoder (GLaMM's recipe), ``"frozen"`` keeps them.
+        pixel_encoder: SAM's image and prompt encoders: ``"frozen"`` (GLaMM, with SAM's
+            pretrained weights) or ``"full"`` (a random-init toy SAM, whose frozen features
+            carry nothing a mask decoder can use: experiments/2026-12-02_pixel_grounding/).
     """
-    parts = {"encoders": encoders, "adapters": adapters, "llm": llm, "pixel_decoder": pixel_decoder}
+    parts = {
+        "encoders": encoders,
+        "adapters": adapters,
+        "llm": llm,
+        "pixel_decoder": pixel_decoder,
+        "pixel_encoder": pixel_encoder,
+    }
     for part, mode in parts.items():
         if mode not in _MODES or (part != "llm" and mode == "lora"):
             raise ValueError(f"trainable.{part}={mode!r} is not one of {sorted(_MODES)}")
@@ -76,7 +85,7 @@ def apply_trainability(
         branch.encoder.train(encoders == "full")
         _set(branch.adapter, adapters == "full")
     if model.pixel_decoder is not None:
-        _set_pixel_decoder(model.pixel_decoder, encoders == "full", pixel_decoder == "full")
+        _set_pixel_decoder(model.pixel_decoder, pixel_encoder == "full", pixel_decoder == "full")
     if llm == "lora":
         _set(model.llm, False)
         apply_lora(model, lora or {})
