@@ -5,11 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from groundinggpt.grounding.format import format_box, format_span
 from groundinggpt.grounding.geometry import box_to_padded
 
 SEG_TOKEN = "[SEG]"  # GLaMM's mask token: its hidden state is decoded into a mask
 SEG_ANSWER = f"It is {SEG_TOKEN}."  # GLaMM's ANSWER_LIST[0] (groundingLMM dataset/utils/utils.py)
+MASK_TASKS = ("res", "gcg", "avs")  # targets are masks, one per [SEG] of the reference
 
 
 @dataclass
@@ -63,13 +66,39 @@ class BenchmarkSample:
             return tag_phrases(self.meta.get("caption"), self.meta.get("spans"), self.id)
         raise ValueError(f"sample {self.id}: unknown task {self.task!r}")
 
+    def segmentations(self) -> list:
+        """The target masks as COCO segmentations, one per ``[SEG]`` of `reference`.
+
+        ``res``: ``[target]``; ``gcg``: one per phrase, in caption order; ``avs``: the mask
+        PNG read (nonzero = foreground) and encoded as compressed RLE. Other tasks: ``[]``.
+
+        Example:
+            >>> BenchmarkSample("1", "res", {}, "q", [[0, 0, 2, 0, 2, 2]]).segmentations()
+            [[[0, 0, 2, 0, 2, 2]]]
+        """
+        if self.task == "res":
+            return [self.target]
+        if self.task == "gcg":
+            return [t["segmentation"] for t in self.target]
+        if self.task == "avs":
+            from groundinggpt.grounding.masks import encode_mask
+
+            return [encode_mask(read_mask_png(self.target))]
+        return []
+
     def to_record(self) -> dict:
-        """The released record format that `ConversationDataset` reads (absolute paths)."""
+        """The released record format that `ConversationDataset` reads (absolute paths).
+
+        Mask tasks add ``masks`` (`segmentations`), so that the dataset gives SAM's view of
+        the image (the ``segment`` processor) beside the prompt.
+        """
         record = {"id": self.id, "task": self.task, **self.media, "meta": dict(self.meta)}
         record["conversations"] = [
             {"from": "human", "value": self.question},
             {"from": "gpt", "value": self.reference()},
         ]
+        if self.task in MASK_TASKS:
+            record["masks"] = self.segmentations()
         return record
 
 
@@ -93,6 +122,28 @@ def tag_phrases(caption: str | None, spans: Any, sample_id: str = "?") -> str:
         out += [caption[cursor:start], f"<p>{caption[start:end]}</p> {SEG_TOKEN}"]
         cursor = end
     return "".join(out) + caption[cursor:]
+
+
+def read_mask_png(path: str) -> np.ndarray:
+    """A ground-truth mask PNG (AVSBench) as a ``(H, W)`` bool array: nonzero = foreground.
+
+    Grey (S4: 255 on the object) and palette (MS3: index 1) PNGs both work; an RGB(A) mask
+    counts a pixel when any channel is nonzero.
+
+    Raises:
+        MediaError: the file is missing or unreadable.
+
+    Example:
+        >>> read_mask_png("gt_masks/test/dog/abc/abc_1.png").shape  # doctest: +SKIP
+        (224, 224)
+    """
+    from PIL import Image
+
+    from groundinggpt.data.media import media_errors
+
+    with media_errors(path, "image"), Image.open(path) as img:
+        array = np.asarray(img)
+    return array.any(axis=-1) if array.ndim == 3 else array != 0
 
 
 def _size(sample: BenchmarkSample) -> tuple[int, int]:

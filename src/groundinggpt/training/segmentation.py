@@ -81,11 +81,14 @@ def answer_masks(
     batch: Mapping[str, Any],
     tokens: torch.Tensor,
     pad_token_id: int,
+    logits: bool = False,
 ) -> list[torch.Tensor]:
     """Bool masks ``(n_i, H, W)`` in original pixels for the generated answers ``tokens``.
 
     One entry per sample with masks (``batch["seg_owner"]``); ``n_i`` is the number of
-    ``[SEG]`` tokens the model wrote (0: no mask, scored as a miss).
+    ``[SEG]`` tokens the model wrote (0: no mask, scored as a miss). With ``logits``, the
+    float32 mask logits in original pixels instead (the masks are ``> 0``; AVSBench's
+    F-score thresholds their sigmoid).
     """
     ids, mask = _answer_rows(batch, tokens, pad_token_id)
     device = batch["prompt_ids"].device
@@ -94,12 +97,13 @@ def answer_masks(
     media = _owner_media(batch, owners)
     out = model(ids, mask, media, hidden_states=True)
     counts = (ids[:, 1:] == model.seg_token_id).sum(1).tolist()
-    logits = model.predict_masks(out.hidden_states[-1], ids, batch["seg_pixels"], counts)
+    masks = model.predict_masks(out.hidden_states[-1], ids, batch["seg_pixels"], counts)
     size = batch["seg_pixels"].shape[-1]
-    return [
-        mask_logits_to_original(x.float(), hw, size) > 0
-        for x, hw in zip(logits, batch["seg_sizes"], strict=True)
+    maps = [
+        mask_logits_to_original(x.float(), hw, size)
+        for x, hw in zip(masks, batch["seg_sizes"], strict=True)
     ]
+    return maps if logits else [m > 0 for m in maps]
 
 
 def _owner_media(batch: Mapping[str, Any], owners: Sequence[int]) -> dict[str, torch.Tensor]:
