@@ -41,6 +41,9 @@ SPECIAL_TOKENS = [tok for spec in _SPECIAL.values() for tok in spec[2:]]
 # ones), so decoding keeps them in the answer text.
 SEG_TOKEN = "[SEG]"
 PIXEL_TOKENS = [SEG_TOKEN, "<p>", "</p>"]
+# Region input (GLaMM): each ``<region>`` in a prompt stands for one box of the record's image
+# (``"regions"``); its embedding is replaced by the region encoder's output for that box.
+REGION_TOKEN = "<region>"
 
 
 def modality_specs(num_tokens: Mapping[str, int]) -> dict[str, ModalitySpec]:
@@ -51,4 +54,11 @@ def modality_specs(num_tokens: Mapping[str, int]) -> dict[str, ModalitySpec]:
     return {m: ModalitySpec(*_SPECIAL[m], num_tokens=int(n)) for m, n in num_tokens.items()}
 
 
-__all__ = ["PIXEL_TOKENS", "SEG_TOKEN", "SPECIAL_TOKENS", "ModalitySpec", "modality_specs"]
+__all__ = [
+    "PIXEL_TOKENS",
+    "REGION_TOKEN",
+    "SEG_TOKEN",
+    "SPECIAL_TOKENS",
+    "ModalitySpec",
+    "modality_specs",
+]

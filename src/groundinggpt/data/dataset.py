@@ -13,12 +13,14 @@ records at all fails when the dataset is built (`AnnotationFileError`).
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 
 from groundinggpt.data.conversation import (
@@ -27,7 +29,7 @@ from groundinggpt.data.conversation import (
     count_placeholders,
     pad_sequences,
 )
-from groundinggpt.data.media import MediaError, confined_path
+from groundinggpt.data.media import MediaError, confined_path, media_errors
 from groundinggpt.data.packing import pack_rows, packed_positions
 from groundinggpt.data.records import AnnotationFileError, RecordStore, SampleError, read_records
 from groundinggpt.data.segmentation import count_seg_tokens, record_masks
@@ -37,6 +39,8 @@ from groundinggpt.data.validation import (
     check_modalities,
     is_chat_task,
 )
+from groundinggpt.grounding.geometry import box_to_padded
+from groundinggpt.modalities import REGION_TOKEN
 
 __all__ = [
     "AnnotationFileError",
@@ -122,6 +126,8 @@ class ConversationDataset(Dataset):
         self.allow_absolute_media_paths = bool(allow_absolute_media_paths)
         self._record_keys = {s.record_key for s in formatter.specs.values()}
         self._placeholders = {s.placeholder for s in formatter.specs.values()}
+        # The id of <region> when the tokenizer has it (a model with a region encoder).
+        self.region_token_id = formatter.tokenizer.get_vocab().get(REGION_TOKEN)
         self._logged: Counter[str] = Counter()
 
     @staticmethod
@@ -230,6 +236,7 @@ class ConversationDataset(Dataset):
         encoded = self.formatter.encode(convs)
         input_ids, labels, truncated = self._fit(*encoded)
         segment = self._segmentation(record, paths, encoded, (input_ids, labels))
+        regions = self._regions(record, paths, encoded, (input_ids, labels))
         media = {name: self.processors[name](path) for name, path in paths.items()}
         # The first answer's first label ends the first prompt: no second tokenisation needed.
         first_answer = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
@@ -248,6 +255,8 @@ class ConversationDataset(Dataset):
         }
         if segment is not None:
             sample["segment"] = segment
+        if regions is not None:
+            sample["regions"], sample["prompt_regions"] = regions
         return sample
 
     def _segmentation(self, record, paths, encoded, kept) -> dict[str, Any] | None:
@@ -266,6 +275,36 @@ class ConversationDataset(Dataset):
         if "image" not in paths:
             raise SampleError("mask_without_image", "masks need the record's image")
         return self.processors["segment"](paths["image"], masks)
+
+    def _regions(self, record, paths, encoded, kept) -> tuple[torch.Tensor, int] | None:
+        """The boxes of the kept ``<region>`` tokens, ``(n, 4)`` fractions of the padded square,
+        and how many of them lie in the first prompt.
+
+        None for a record without ``regions`` and ``<region>`` (or whose regions all lie in
+        turns cut by truncation). A record whose ``<region>`` count in the human turns differs
+        from its boxes (also when the tokenizer has no ``<region>``: a model without a region
+        encoder) is skipped as ``region_count_mismatch``.
+        """
+        region_id = self.region_token_id
+        ids, labels = encoded
+        n_total = 0 if region_id is None else ids.count(region_id)
+        if "regions" not in record and n_total == 0:
+            return None
+        in_prompts = sum(
+            1 for t, lab in zip(ids, labels, strict=True) if t == region_id and lab == IGNORE_INDEX
+        )
+        boxes = record_regions(record, n_total if in_prompts == n_total else -1)
+        if "image" not in paths:
+            raise SampleError("region_without_image", "regions need the record's image")
+        kept_ids, kept_labels = kept
+        n_kept = kept_ids.count(region_id) if region_id is not None else 0
+        if n_kept == 0:
+            return None
+        width, height = _image_size(paths["image"])
+        fractions = [box_to_padded(_checked_box(b, width, height), width, height) for b in boxes]
+        first_answer = next(i for i, lab in enumerate(kept_labels) if lab != IGNORE_INDEX)
+        n_prompt = kept_ids[:first_answer].count(region_id)
+        return torch.tensor(fractions[:n_kept], dtype=torch.float32), n_prompt
 
     def _skip(self, index: int, err: Exception) -> dict[str, Any]:
         reason = _reason_of(err)
@@ -301,6 +340,68 @@ class ConversationDataset(Dataset):
             if self.on_error == "raise":
                 raise SampleError(_reason_of(err), f"{self.path}[{index}]: {err}") from err
             return self._skip(index, err)
+
+
+def record_regions(record: Mapping[str, Any], n_tokens: int) -> list:
+    """The record's ``regions`` (pixel boxes of the original image), one per ``<region>``.
+
+    ``n_tokens`` is the number of ``<region>`` tokens in the human turns (``-1`` when one
+    lies in an answer): it must equal the number of boxes, else ``region_count_mismatch``.
+    """
+    boxes = record.get("regions") or []
+    if not isinstance(boxes, list):
+        raise SampleError("region_malformed", f"regions must be a list, got {type(boxes).__name__}")
+    if n_tokens < 0:
+        raise SampleError("region_count_mismatch", f"{REGION_TOKEN} in an answer")
+    if len(boxes) != n_tokens:
+        raise SampleError(
+            "region_count_mismatch", f"{n_tokens} {REGION_TOKEN} in the prompts, {len(boxes)} boxes"
+        )
+    return boxes
+
+
+def _checked_box(box: Any, width: int, height: int) -> list[float]:
+    """``[x0, y0, x1, y1]`` inside the ``width x height`` image, else ``region_malformed``."""
+    if not isinstance(box, (list, tuple)) or len(box) != 4:
+        raise SampleError("region_malformed", f"a region is [x0, y0, x1, y1], got {box!r}")
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError) as err:
+        raise SampleError("region_malformed", f"region {box!r}: {err}") from err
+    inside = 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height
+    if not (all(math.isfinite(v) for v in (x0, y0, x1, y1)) and inside):
+        raise SampleError("region_malformed", f"region {box!r} in a {width}x{height} image")
+    return [x0, y0, x1, y1]
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """``(width, height)`` from the image file's header."""
+    with media_errors(path, "image"), Image.open(path) as img:
+        return img.size
+
+
+def collate_regions(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The region entries of a batch (none when no sample has regions).
+
+    ``region_boxes`` holds the ``(n_i, 4)`` boxes of each sample with regions (batch order),
+    ``region_owner`` their batch index, ``region_images`` the index of their image in
+    ``media["image"]`` and ``region_in_prompt`` (one bool per box, all boxes in order)
+    which boxes lie in the first prompt (``prompt_ids``, what generation sees).
+    """
+    owners = [i for i, s in enumerate(samples) if "regions" in s]
+    if not owners:
+        return {}
+    with_image = [i for i, s in enumerate(samples) if "image" in s["media"]]
+    boxes = [samples[i]["regions"] for i in owners]
+    prompt = [
+        torch.arange(len(samples[i]["regions"])) < samples[i]["prompt_regions"] for i in owners
+    ]
+    return {
+        "region_boxes": boxes,
+        "region_owner": owners,
+        "region_images": [with_image.index(i) for i in owners],
+        "region_in_prompt": torch.cat(prompt),
+    }
 
 
 def collate_segments(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
@@ -385,6 +486,7 @@ class GroundingCollator:
         for key in ("id", "task", "dataset", "reference", "prompt", "media_paths"):
             batch[key] = [s[key] for s in samples]
         batch.update(collate_segments(samples))
+        batch.update(collate_regions(samples))
         batch["truncated"] = [bool(s.get("truncated", False)) for s in samples]
         return batch
 

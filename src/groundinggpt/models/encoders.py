@@ -1,6 +1,7 @@
 """Frozen modality encoders: media tensors -> features for the trainable adapters.
 
-- `ClipImageEncoder`: CLIP ViT (HF ``CLIPVisionModel``), patch features of one hidden layer.
+- `ClipImageEncoder`: CLIP ViT (HF ``CLIPVisionModel``), patch features of one hidden layer
+  (``hidden_layers``: of several, for the region encoder).
 - `BlipVideoEncoder`: per frame, EVA-CLIP ViT (timm ``Eva``) + ``ln_vision`` + BLIP-2 Q-Former
   (HF ``Blip2QFormerModel``) with 32 learned queries, as in BLIP-2 / Video-LLaMA.
 - `ImageBindAudioEncoder`: ImageBind-Huge's audio branch (see `imagebind_audio`).
@@ -18,6 +19,8 @@ frame or per clip).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from timm.models.eva import Eva
@@ -96,6 +99,27 @@ class ClipImageEncoder(nn.Module):
         _check_images(pixel_values, self.image_size, 4, "images (B, 3, S, S)")
         out = self.model(pixel_values=pixel_values, output_hidden_states=True)
         return out.hidden_states[self.select_layer][:, 1:]  # drop CLS: (B, N, C)
+
+    def hidden_layers(
+        self, pixel_values: torch.Tensor, layers: Sequence[int]
+    ) -> list[torch.Tensor]:
+        """Patch features of several hidden layers, ``[(B, num_tokens, out_dim)]`` (CLS dropped).
+
+        For the region encoder (GLaMM reads layers -11, -8, -5, -2 of ViT-L/14-336); one pass
+        through the ViT. It is never read from the feature cache, which holds
+        ``select_layer`` alone.
+
+        Example:
+            >>> [f.shape for f in enc.hidden_layers(torch.zeros(1, 3, 28, 28), [-3, -2])]
+            [torch.Size([1, 4, 32]), torch.Size([1, 4, 32])]
+        """
+        _check_images(pixel_values, self.image_size, 4, "images (B, 3, S, S)")
+        depth = self.model.config.num_hidden_layers
+        bad = [i for i in layers if not -(depth + 1) <= i <= depth]
+        if bad:
+            raise ValueError(f"hidden layers {bad} are out of range for {depth} layers")
+        out = self.model(pixel_values=pixel_values, output_hidden_states=True)
+        return [out.hidden_states[i][:, 1:] for i in layers]
 
 
 _ARCH_FIELDS = (

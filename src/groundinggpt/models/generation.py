@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from groundinggpt.models.grounding_model import GroundingGPT
+from groundinggpt.models.grounding_model import GroundingGPT, region_inputs
 
 
 def generate_tokens(
@@ -19,6 +19,8 @@ def generate_tokens(
 ) -> torch.Tensor:
     """The new token ids ``(B, T_new)`` for a batch of left-padded prompts (see
     `generate_answers`); finished answers are padded with ``tokenizer.pad_token_id``."""
+    if "region_boxes" in batch:
+        features = prompt_features(model, batch, features)
     return model.generate(
         batch["prompt_ids"],
         batch["prompt_mask"],
@@ -28,6 +30,23 @@ def generate_tokens(
         eos_token_id=tokenizer.eos_token_id,
         **dict(generation or {}),
     )
+
+
+def prompt_features(
+    model: GroundingGPT,
+    batch: Mapping[str, Any],
+    features: Mapping[str, torch.Tensor] | None = None,
+) -> dict[str, torch.Tensor]:
+    """``features`` (encoded here when None) with only the region embeddings of the boxes in
+    the prompts (``batch["region_in_prompt"]``): regions of later turns are not generated from.
+    """
+    if features is None:
+        features = model.encode(batch["media"], **region_inputs(batch))
+    features = dict(features)
+    if "region" in features:
+        keep = batch["region_in_prompt"].to(features["region"].device)
+        features["region"] = features["region"][keep]
+    return features
 
 
 def decode_answers(tokenizer, tokens: torch.Tensor) -> list[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -10,6 +11,7 @@ from torch.utils.checkpoint import checkpoint
 
 from groundinggpt.modalities import (
     PIXEL_TOKENS,
+    REGION_TOKEN,
     SEG_TOKEN,
     SPECIAL_TOKENS,
     ModalitySpec,
@@ -17,6 +19,7 @@ from groundinggpt.modalities import (
 )
 from groundinggpt.models.llm import add_special_tokens
 from groundinggpt.models.pixel_decoder import PixelDecoder, seg_positions
+from groundinggpt.models.region_encoder import RegionEncoder
 
 
 class ModalityBranch(nn.Module):
@@ -97,6 +100,9 @@ class GroundingGPT(nn.Module):
         pixel_decoder: turns the hidden state before each ``[SEG]`` into a mask
             (`PixelDecoder`); None for a box-and-span model.
         seg_token_id: the id of ``[SEG]`` (required with ``pixel_decoder``).
+        region_encoder: turns boxes on the image into one embedding each, which replaces
+            the embedding of each ``<region>`` token (`RegionEncoder`; needs an image branch).
+        region_token_id: the id of ``<region>`` (required with ``region_encoder``).
 
     Example:
         >>> model = build_grounding_model(tokenizer, llm, encoders, adapters)
@@ -114,14 +120,20 @@ class GroundingGPT(nn.Module):
         media_tokens: Mapping[str, int] | None = None,
         pixel_decoder: PixelDecoder | None = None,
         seg_token_id: int | None = None,
+        region_encoder: RegionEncoder | None = None,
+        region_token_id: int | None = None,
     ) -> None:
         super().__init__()
         if pixel_decoder is not None and seg_token_id is None:
             raise ValueError("a pixel decoder needs the id of the [SEG] token")
+        if region_encoder is not None and (region_token_id is None or "image" not in branches):
+            raise ValueError("a region encoder needs the id of <region> and an image branch")
         self.llm = llm
         self.branches = nn.ModuleDict(branches)
         self.pixel_decoder = pixel_decoder
         self.seg_token_id = seg_token_id
+        self.region_encoder = region_encoder
+        self.region_token_id = region_token_id
         self.pixel_token_ids: list[int] = []  # [SEG], <p>, </p> (set by build_grounding_model)
         self.media_tokens = dict(media_tokens or media_token_counts(branches))
         self.patch_token_ids = dict(patch_token_ids)
@@ -137,18 +149,42 @@ class GroundingGPT(nn.Module):
         self,
         media: Mapping[str, torch.Tensor],
         paths: Mapping[str, Sequence[str]] | None = None,
+        region_boxes: Sequence[torch.Tensor] | None = None,
+        region_images: Sequence[int] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Branch outputs ``{name: (M, N, D)}`` for every modality present in ``media``.
 
         ``paths`` (the media files per modality, in item order) lets a branch with a feature
-        cache read its encoder's outputs instead of recomputing them.
+        cache read its encoder's outputs instead of recomputing them. ``region_boxes`` (per
+        image with regions, ``(n_i, 4)`` fractions of the padded square) on the images
+        ``media["image"][region_images]`` add ``"region"``: ``(K, D)``, one embedding per box
+        (`encode_regions`).
         """
         paths = paths or {}
-        return {
+        features = {
             name: branch(media[name], paths.get(name))
             for name, branch in self.branches.items()
             if media.get(name) is not None and media[name].shape[0] > 0
         }
+        if region_boxes:
+            images = media["image"][list(region_images)]
+            features["region"] = self.encode_regions(images, region_boxes)
+        return features
+
+    def encode_regions(self, images: torch.Tensor, boxes: Sequence[torch.Tensor]) -> torch.Tensor:
+        """``(M, 3, S, S)`` images and their ``(n_i, 4)`` boxes -> ``(sum n_i, D)`` embeddings.
+
+        The image encoder's hidden layers are computed from the pixels here, not read from
+        the feature cache (which holds one layer); a frozen encoder runs without autograd.
+        """
+        if self.region_encoder is None:
+            raise ValueError("this model has no region encoder (model.region_encoder)")
+        branch = self.branches["image"]
+        encoder = branch.encoder
+        with torch.set_grad_enabled(not branch.frozen() and torch.is_grad_enabled()):
+            pixels = images.to(_dtype_of(encoder, images.dtype))
+            levels = encoder.hidden_layers(pixels, self.region_encoder.layers)
+        return self.region_encoder(levels, boxes)
 
     def use_feature_cache(
         self,
@@ -192,13 +228,29 @@ class GroundingGPT(nn.Module):
                 )
             # masked_scatter fills positions in row-major order: sample by sample, item by item.
             embeds = embeds.masked_scatter(mask.unsqueeze(-1), feats.reshape(-1, feats.shape[-1]))
-        return embeds
+        return self._splice_regions(embeds, input_ids, features.get("region"))
+
+    def _splice_regions(
+        self, embeds: torch.Tensor, input_ids: torch.Tensor, regions: torch.Tensor | None
+    ) -> torch.Tensor:
+        """``embeds`` with the ``<region>`` positions filled by ``regions`` (row-major order)."""
+        if self.region_token_id is None:
+            return embeds
+        mask = input_ids == self.region_token_id
+        n = int(mask.sum())
+        if regions is None or regions.shape[0] != n:
+            given = 0 if regions is None else regions.shape[0]
+            if n == 0 and given == 0:
+                return embeds
+            raise ValueError(f"{n} <region> tokens in the batch, {given} region embeddings")
+        return embeds.masked_scatter(mask.unsqueeze(-1), regions.to(embeds.dtype))
 
     def absent_branch_term(
         self, features: Mapping[str, torch.Tensor], segmented: bool = False
     ) -> torch.Tensor:
         """``0 *`` the trainable parameters of every branch that ``features`` lacks (and of
-        the pixel decoder when the batch had no masks, ``segmented`` False).
+        the pixel decoder when the batch had no masks, ``segmented`` False, and of the
+        region encoder when it has no ``"region"``).
 
         Added to the loss, it gives those parameters a (zero) gradient, so data-parallel
         training sees the same parameters used on every rank and every step, whatever media
@@ -213,6 +265,8 @@ class GroundingGPT(nn.Module):
         ]
         if self.pixel_decoder is not None and not segmented:
             params += [p for p in self.pixel_decoder.parameters() if p.requires_grad]
+        if self.region_encoder is not None and "region" not in features:
+            params += [p for p in self.region_encoder.parameters() if p.requires_grad]
         return zero_term(params, self.llm.get_input_embeddings().weight)
 
     def gradient_checkpointing(self, llm: bool = True, adapters: bool = True) -> None:
@@ -353,6 +407,7 @@ def build_grounding_model(
     encoders: Mapping[str, nn.Module],
     adapters: Mapping[str, nn.Module],
     pixel_decoder: Callable[[int], PixelDecoder] | None = None,
+    region_encoder: Callable[..., RegionEncoder] | None = None,
 ) -> GroundingGPT:
     """Assemble a :class:`GroundingGPT` (the Hydra entry point for ``configs/model``).
 
@@ -361,11 +416,14 @@ def build_grounding_model(
     (``model.media_tokens``) follow from each encoder and adapter (`media_token_counts`): a
     changed ``patch_size`` or query count needs no other edit. ``pixel_decoder`` (a partial
     taking the LLM width, ``configs/model/pixel_decoder``) adds ``[SEG]``, ``<p>``, ``</p>``
-    and the mask decoder.
+    and the mask decoder; ``region_encoder`` (a partial taking the image encoder's and the
+    LLM's widths, ``configs/model/region_encoder``) adds ``<region>`` and the region encoder.
     """
     if set(encoders) != set(adapters):
         raise ValueError(f"encoders {sorted(encoders)} and adapters {sorted(adapters)} differ")
-    add_special_tokens(tokenizer, llm, PIXEL_TOKENS if pixel_decoder is not None else ())
+    text_tokens = list(PIXEL_TOKENS if pixel_decoder is not None else ())
+    text_tokens += [REGION_TOKEN] if region_encoder is not None else []
+    add_special_tokens(tokenizer, llm, text_tokens)
     width = llm.get_input_embeddings().weight.shape[1]
     for name, adapter in adapters.items():
         if getattr(adapter, "out_dim", width) != width:
@@ -376,15 +434,30 @@ def build_grounding_model(
         m: tokenizer.convert_tokens_to_ids([s.start, s.patch, s.end]) for m, s in specs.items()
     }
     branches = {m: ModalityBranch(encoders[m], adapters[m]) for m in encoders}
-    if pixel_decoder is None:
-        return GroundingGPT(llm, branches, patch_ids, token_ids)
-    seg_id = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
-    decoder = pixel_decoder(llm_width=width)
-    model = GroundingGPT(
-        llm, branches, patch_ids, token_ids, pixel_decoder=decoder, seg_token_id=seg_id
-    )
-    model.pixel_token_ids = tokenizer.convert_tokens_to_ids(PIXEL_TOKENS)
+    parts: dict[str, Any] = {}
+    if pixel_decoder is not None:
+        parts["pixel_decoder"] = pixel_decoder(llm_width=width)
+        parts["seg_token_id"] = tokenizer.convert_tokens_to_ids(SEG_TOKEN)
+    if region_encoder is not None:
+        if "image" not in encoders:
+            raise ValueError("a region encoder reads the image encoder: the model has none")
+        parts["region_encoder"] = region_encoder(in_dim=encoders["image"].out_dim, llm_width=width)
+        parts["region_token_id"] = tokenizer.convert_tokens_to_ids(REGION_TOKEN)
+    model = GroundingGPT(llm, branches, patch_ids, token_ids, **parts)
+    if pixel_decoder is not None:
+        model.pixel_token_ids = tokenizer.convert_tokens_to_ids(PIXEL_TOKENS)
     return model
+
+
+def region_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The region boxes of a collated batch as keyword arguments of `GroundingGPT.encode`.
+
+    Example:
+        >>> features = model.encode(batch["media"], **region_inputs(batch))
+    """
+    if "region_boxes" not in batch:
+        return {}
+    return {"region_boxes": batch["region_boxes"], "region_images": batch["region_images"]}
 
 
 __all__ = [
@@ -392,5 +465,6 @@ __all__ = [
     "ModalityBranch",
     "build_grounding_model",
     "media_token_counts",
+    "region_inputs",
     "SPECIAL_TOKENS",
 ]

@@ -13,7 +13,7 @@ import torch.distributed as dist
 
 from groundinggpt.grounding.tasks import GroundingMetrics
 from groundinggpt.models.generation import decode_answers, generate_answers, generate_tokens
-from groundinggpt.models.grounding_model import GroundingGPT, zero_term
+from groundinggpt.models.grounding_model import GroundingGPT, region_inputs, zero_term
 from groundinggpt.training.checkpoint import load_weights
 from groundinggpt.training.lora import lora_settings
 from groundinggpt.training.precision import (
@@ -183,7 +183,8 @@ class GroundingLitModule(L.LightningModule):
                 return None
             trainable = [p for p in self.model.parameters() if p.requires_grad]
             return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
-        features = self.model.encode(batch["media"], media_paths_by_modality(batch))
+        paths = media_paths_by_modality(batch)
+        features = self.model.encode(batch["media"], paths, **region_inputs(batch))
         segment = self._segments(batch)
         out = self.model(
             batch["input_ids"],
@@ -218,7 +219,8 @@ class GroundingLitModule(L.LightningModule):
         if not batch["size"]:
             return
         # The teacher-forced loss and the generation share one pass through the encoders.
-        features = self.model.encode(batch["media"], media_paths_by_modality(batch))
+        paths = media_paths_by_modality(batch)
+        features = self.model.encode(batch["media"], paths, **region_inputs(batch))
         out = self.model(
             batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )

@@ -50,6 +50,8 @@ DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "res": {"train": 0},
     "gcg": {"train": 0},
     "avs": {"train": 0},
+    # region input (<region> + its box); on in experiment=stage2_fine_seg
+    "region_caption": {"train": 0},
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,

@@ -30,7 +30,7 @@ from groundinggpt.data.synthetic.writers import tone, write_mp4, write_png, writ
 from groundinggpt.grounding.format import format_box, format_span
 from groundinggpt.grounding.geometry import box_to_padded
 from groundinggpt.grounding.masks import encode_mask
-from groundinggpt.modalities import SEG_TOKEN
+from groundinggpt.modalities import REGION_TOKEN, SEG_TOKEN
 
 BOX_SUFFIX = "Answer with a bounding box."
 GROUNDED_CAPTION_QUESTION = "Describe the image with bounding boxes."
@@ -38,6 +38,8 @@ GROUNDED_CAPTION_QUESTION = "Describe the image with bounding boxes."
 SEG_ANSWER = f"It is {SEG_TOKEN}."
 GCG_QUESTION = "Describe the image with segmentation masks."
 AVS_QUESTION = "Please segment the object that makes this sound."
+# Region input (GLaMM): each <region> of a prompt has one pixel box in "regions".
+REGION_QUESTION = f"What is in {REGION_TOKEN}?"
 PLACEHOLDER_ORDER = ("image", "video", "sound")
 
 
@@ -322,6 +324,15 @@ def avs(job: Job) -> dict:
     return {**record, "masks": scene.masks([i])}
 
 
+def region_caption(job: Job) -> dict:
+    """Region captioning: "What is in <region>?" with the box of one shape -> "a red circle."."""
+    scene = make_image(job, _n_objects(job))
+    i = int(job.rng.integers(len(scene.shapes)))
+    turns = [(REGION_QUESTION, f"a {scene.shapes[i].name}.")]
+    record = make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
+    return {**record, "regions": [list(scene.boxes[i])]}
+
+
 def _image_turn(job: Job, scene: ImageScene, kind: str) -> tuple[str, str]:
     rng = job.rng
     i = int(rng.integers(len(scene.shapes)))
@@ -387,4 +398,5 @@ BUILDERS: dict[str, Callable[[Job], dict]] = {
     "res": res,
     "gcg": gcg,
     "avs": avs,
+    "region_caption": region_caption,
 }
