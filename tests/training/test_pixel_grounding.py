@@ -34,6 +34,7 @@ def seg_cfg(make_cfg, seg_data_dir):
         cfg.data.synthetic.sizes = sizes.data.synthetic.sizes  # every other task at 0
         cfg.data.synthetic.sizes.res = {"train": 8, "val": 4}
         cfg.data.synthetic.sizes.gcg = {"train": 4}
+        cfg.data.synthetic.sizes.region_caption = {"train": 4}
     return cfg
 
 
