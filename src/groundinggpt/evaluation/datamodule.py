@@ -20,7 +20,16 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
-from groundinggpt.evaluation.benchmarks import BenchmarkSample, complete_meta, load_benchmark
+from groundinggpt.data.records import SampleError
+from groundinggpt.data.segmentation import SegmentationProcessor
+from groundinggpt.evaluation.benchmarks import (
+    BENCHMARK_TASKS,
+    BenchmarkSample,
+    complete_meta,
+    load_benchmark,
+)
+from groundinggpt.evaluation.sample import MASK_TASKS
+from groundinggpt.grounding.masks import decode_mask, mask_to_sam_frame
 from groundinggpt.modalities import modality_specs
 
 log = logging.getLogger(__name__)
@@ -45,6 +54,34 @@ class Skipped:
     sample: BenchmarkSample
     kind: str
     reason: str
+
+
+class BenchmarkSegmentation(SegmentationProcessor):
+    """The ``segment`` processor of evaluation: SAM's view of the image, targets may be empty.
+
+    As `SegmentationProcessor`, except that a target mask covering no pixel is kept (an
+    AVSBench frame without a sounding object is a real test case, not a bad record); the
+    targets are scored in original pixels, the SAM-frame masks only keep the batch layout.
+
+    Example:
+        >>> seg = BenchmarkSegmentation(size=64)("frame.png", [encode_mask(np.zeros((6, 8)))])
+        >>> seg["masks"].shape, seg["size"]  # doctest: +SKIP
+        (torch.Size([1, 64, 64]), (6, 8))
+    """
+
+    def __call__(self, path: str, segmentations: Sequence[Any]) -> dict[str, Any]:
+        pixels, (height, width) = self.pixels(path)
+        masks = []
+        for k, seg in enumerate(segmentations):
+            try:
+                mask = decode_mask(seg, height, width)
+            except ValueError as err:
+                raise SampleError("mask_malformed", f"mask {k}: {err}") from err
+            masks.append(mask_to_sam_frame(mask, self.size) > 0.5)
+        empty = torch.zeros(0, self.size, self.size, dtype=torch.bool)
+        stacked = torch.stack(masks) if masks else empty
+        return {"pixels": pixels, "masks": stacked, "size": (height, width),
+                "targets": list(segmentations)}  # fmt: skip
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -215,6 +252,9 @@ class BenchmarkDataModule(L.LightningDataModule):
         batch_size: samples per generation batch.
         num_workers: DataLoader workers.
         on_error: ``"skip"`` (count and score as a miss) or ``"raise"``.
+        segment_size: SAM's input side for the mask benchmarks (``eval.py`` passes the
+            model's ``pixel_decoder.image_size``); it replaces any ``segment`` processor of
+            ``processors`` with a `BenchmarkSegmentation` of that size. None: no masks.
 
     Example:
         >>> dm = BenchmarkDataModule(tok, {"name": "pope", "annotation_file": f, "media_dir": d},
@@ -233,10 +273,13 @@ class BenchmarkDataModule(L.LightningDataModule):
         batch_size: int = 16,
         num_workers: int = 0,
         on_error: str = "skip",
+        segment_size: int | None = None,
     ) -> None:
         super().__init__()
         self.benchmark = dict(benchmark)
         self.processors = dict(processors)
+        if segment_size is not None:
+            self.processors["segment"] = BenchmarkSegmentation(size=segment_size)
         self.formatter = ConversationFormatter(
             tokenizer, modality_specs(media_tokens), system, media_after_text
         )
@@ -250,6 +293,12 @@ class BenchmarkDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.dataset is not None:
             return
+        name = self.benchmark.get("name")
+        if BENCHMARK_TASKS.get(name) in MASK_TASKS and "segment" not in self.processors:
+            raise ValueError(
+                f"benchmark {name} scores masks: it needs a model with a pixel decoder "
+                "(e.g. model=tiny_seg), whose SAM input size sets the `segment` processor"
+            )
         samples = load_benchmark(**_loader_kwargs(self.benchmark))
         ids = [s.id for s in samples]
         if len(set(ids)) != len(ids):

@@ -6,7 +6,9 @@ per-sample predictions of every rank into one ``predictions.jsonl``. :func:`eval
 body of ``eval.py``.
 
 ``metrics.json`` keys: ``{prefix}/{task}/{metric}`` (``test/rec/acc@0.5``, as ``val/rec/...``
-in training), ``{prefix}/{task}/count`` and ``{prefix}/{task}/skipped``, plus unprefixed
+in training; masks: ``test/res/ciou``, ``test/avs/fscore``, ``test/gcg/ap50``, see
+`groundinggpt.evaluation.mask_scoring`), ``{prefix}/{task}/count`` and
+``{prefix}/{task}/skipped``, plus unprefixed
 ``skipped/total``, ``skipped/<error>``, ``samples/total``, ``time/wall_s`` and
 ``time/samples_per_s``; `evaluate` adds ``benchmark/annotation_sha256``,
 ``benchmark/samples_read`` and, for splits with a standard size, ``benchmark/standard_count``
@@ -33,9 +35,12 @@ from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.evaluation.datamodule import Skipped
 from groundinggpt.evaluation.gallery import write_gallery
 from groundinggpt.evaluation.provenance import provenance
-from groundinggpt.evaluation.scoring import SCORED_TASKS, BenchmarkMetrics, compute_quietly, score
-from groundinggpt.models.generation import generate_answers
+from groundinggpt.evaluation.sample import MASK_TASKS
+from groundinggpt.evaluation.scoring import EVAL_TASKS, compute_quietly, score, task_metrics
+from groundinggpt.grounding.masks import encode_mask
+from groundinggpt.models.generation import decode_answers, generate_tokens
 from groundinggpt.models.grounding_model import GroundingGPT
+from groundinggpt.training.segmentation import answer_masks
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +63,8 @@ def prediction_row(
     """One line of ``predictions.jsonl``: what was asked, answered, parsed and scored.
 
     ``skipped`` holds the reason a sample never reached the model (None otherwise) and
-    ``skipped_kind`` its category, the key of the ``skipped/<kind>`` counts.
+    ``skipped_kind`` its category, the key of the ``skipped/<kind>`` counts. Mask tasks add
+    the columns of ``result["row"]``: ``num_masks``, ``mask_ious`` (gcg: ``phrases``).
 
     Example:
         >>> row = prediction_row(0, sample, "[0.1, 0.2, 0.5, 0.6]", score(sample, "[0.1, ...]"))
@@ -77,6 +83,7 @@ def prediction_row(
         "skipped": skip.reason if skip else None,
         "skipped_kind": skip.kind if skip else None,
         "media": dict(sample.media),
+        **result.get("row", {}),
     }
 
 
@@ -144,6 +151,9 @@ class BenchmarkEvaluator(L.LightningModule):
         prefix: split prefix of the metric keys (``test``; ``val`` to read next to training).
         output_dir: where to write the files; None writes nothing.
         tasks: tasks to keep a metric for (samples of other tasks raise).
+        save_masks: also write each answer's predicted masks (compressed COCO RLE, original
+            pixels) into its prediction row as ``masks``.
+        gcg_java: GCG's METEOR and PTB tokenizer need Java: None uses it when on PATH.
 
     Example:
         >>> evaluator = BenchmarkEvaluator(model, tok, {"max_new_tokens": 32}, output_dir="run")
@@ -157,7 +167,9 @@ class BenchmarkEvaluator(L.LightningModule):
         generation: Mapping[str, Any] | None = None,
         prefix: str = "test",
         output_dir: str | None = None,
-        tasks: Sequence[str] = SCORED_TASKS,
+        tasks: Sequence[str] = EVAL_TASKS,
+        save_masks: bool = False,
+        gcg_java: bool | None = None,
     ) -> None:
         super().__init__()
         self.model = model.eval().requires_grad_(False)
@@ -165,7 +177,8 @@ class BenchmarkEvaluator(L.LightningModule):
         self.generation = dict(generation or {"max_new_tokens": 32})
         self.prefix = prefix
         self.output_dir = Path(output_dir) if output_dir else None
-        self.metrics = torch.nn.ModuleDict({t: BenchmarkMetrics(t) for t in tasks})
+        self.metrics = torch.nn.ModuleDict({t: task_metrics(t, gcg_java) for t in tasks})
+        self.save_masks = save_masks
         self.rows: list[dict[str, Any]] = []
         self.results: dict[str, float] = {}
         self._start = 0.0
@@ -183,15 +196,37 @@ class BenchmarkEvaluator(L.LightningModule):
         """
         out = []
         if batch["size"]:
-            answers = generate_answers(self.model, self.tokenizer, batch, self.generation)
-            for index, sample, text in zip(batch["index"], batch["samples"], answers, strict=True):
-                result = score(sample, text)
-                out.append((result, prediction_row(index, sample, text, result)))
+            tokens = generate_tokens(self.model, self.tokenizer, batch, self.generation)
+            answers = decode_answers(self.tokenizer, tokens)
+            masks = self.answer_masks(batch, tokens)
+            rows = zip(batch["index"], batch["samples"], answers, strict=True)
+            for i, (index, sample, text) in enumerate(rows):
+                result = score(sample, text, masks.get(i))
+                out.append((result, self._row(index, sample, text, result)))
         skips: list[Skipped] = batch.get("skipped_samples", [])
         for skip in skips:
             result = score(skip.sample, None)
             out.append((result, prediction_row(skip.index, skip.sample, None, result, skip)))
         return out
+
+    def answer_masks(self, batch: Mapping[str, Any], tokens: torch.Tensor) -> dict[int, Any]:
+        """Batch row -> ``(n, H, W)`` mask logits in original pixels of its generated ``[SEG]``s.
+
+        Only rows with SAM's view of their image (``seg_owner``, the mask benchmarks) get an
+        entry; the teacher-forced pass is left out when no answer wrote a ``[SEG]``.
+        """
+        owners = batch.get("seg_owner") or []
+        seg_id = getattr(self.model, "seg_token_id", None)
+        if not owners or seg_id is None or not (tokens[owners] == seg_id).any():
+            return {}
+        logits = answer_masks(self.model, batch, tokens, self.tokenizer.pad_token_id, logits=True)
+        return dict(zip(owners, logits, strict=True))
+
+    def _row(self, index: int, sample, text: str, result: Mapping[str, Any]) -> dict[str, Any]:
+        row = prediction_row(index, sample, text, result)
+        if self.save_masks and sample.task in MASK_TASKS:
+            row["masks"] = [encode_mask(m > 0) for m in result["logits"]]
+        return row
 
     def on_test_epoch_start(self) -> None:
         self.rows = []
@@ -279,6 +314,17 @@ def format_table(metrics: Mapping[str, float]) -> str:
     return "\n".join(lines)
 
 
+def segment_kwargs(model: GroundingGPT) -> dict[str, int]:
+    """``segment_size`` for the benchmark data module: the pixel decoder's SAM input side.
+
+    Example:
+        >>> segment_kwargs(tiny_seg_model)  # doctest: +SKIP
+        {'segment_size': 64}
+    """
+    decoder = getattr(model, "pixel_decoder", None)
+    return {} if decoder is None else {"segment_size": int(decoder.image_size)}
+
+
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Body of ``eval.py``: build, ``Trainer.test``, print the table; returns the metrics.
 
@@ -289,7 +335,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
     model, tokenizer = build_model(cfg, "ckpt_path")
     output_dir = str(cfg.paths.output_dir)
-    datamodule = build_datamodule(cfg.datamodule, model, tokenizer)
+    datamodule = build_datamodule(cfg.datamodule, model, tokenizer, **segment_kwargs(model))
     evaluator = hydra.utils.instantiate(
         cfg.evaluator, model=model, tokenizer=tokenizer, output_dir=output_dir
     )

@@ -12,6 +12,8 @@ compares it with the target there:
   raster).
 - ``vtg``: the first span's fractions times the true video duration, in seconds.
 - ``pope``: `groundinggpt.grounding.format.pope_answer`, the POPE reference rule.
+- ``res``, ``gcg``, ``avs``: the answer's masks against the target masks in original
+  pixels, `groundinggpt.evaluation.mask_scoring.score_masks` (`MaskBenchmarkMetrics`).
 
 A skipped sample (``output=None``: missing or unreadable media) and an answer that does
 not parse are misses: IoU 0, or a wrong yes/no. Nothing is dropped.
@@ -27,6 +29,8 @@ import torch
 from torchmetrics import Metric
 
 from groundinggpt.evaluation.benchmarks import BenchmarkSample, complete_meta, is_complete
+from groundinggpt.evaluation.mask_scoring import MaskBenchmarkMetrics, score_masks
+from groundinggpt.evaluation.sample import MASK_TASKS
 from groundinggpt.grounding.format import box_iou, parse_box, parse_span, pope_answer, span_iou
 from groundinggpt.grounding.geometry import box_from_padded
 from groundinggpt.grounding.metrics import (
@@ -39,6 +43,7 @@ from groundinggpt.grounding.metrics import (
 # The benchmark tasks this module scores in original units (eval.py); training validation
 # scores every task of the registry in groundinggpt.grounding.tasks.
 SCORED_TASKS = ("rec", "sl", "vtg", "pope")
+EVAL_TASKS = (*SCORED_TASKS, *MASK_TASKS)  # every task eval.py keeps a metric for
 REC_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 DEFAULT_THRESHOLDS = {"rec": REC_THRESHOLDS, "sl": (0.5,), "vtg": (0.3, 0.5, 0.7)}
 CIOU_THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(21))  # VGGSS cIoU AUC grid
@@ -111,12 +116,16 @@ def _score_span(sample: BenchmarkSample, output: str, result: dict) -> None:
     result["score"] = span_iou(pred, sample.target)
 
 
-def score(sample: BenchmarkSample, output: str | None) -> dict[str, Any]:
+def score(
+    sample: BenchmarkSample, output: str | None, masks: torch.Tensor | None = None
+) -> dict[str, Any]:
     """Score one answer against its sample's target.
 
     Args:
         sample: the benchmark sample (completed with `complete_meta` if it is not yet).
         output: the generated text, or None when the sample was skipped (a miss).
+        masks: mask tasks only: ``(n, H, W)`` mask logits of the answer's ``[SEG]`` tokens
+            in original pixels (`score_masks`); None: no mask.
 
     Returns:
         ``{"id", "task", "prediction", "target", "score", "skipped", "unparsed"}`` (+ ``ciou``
@@ -129,6 +138,8 @@ def score(sample: BenchmarkSample, output: str | None) -> dict[str, Any]:
         >>> score(s, "[0.250, 0.250, 0.750, 0.750]")["score"]
         1.0
     """
+    if sample.task in MASK_TASKS:
+        return score_masks(sample, output, masks)
     result: dict[str, Any] = {"id": sample.id, "task": sample.task, "prediction": None,
                               "target": sample.target, "score": 0.0,
                               "skipped": output is None, "unparsed": False}  # fmt: skip
@@ -260,8 +271,22 @@ class BenchmarkMetrics(Metric):
         return {f"{t}/{k}": v for k, v in rates.items()} | self._counts()
 
 
-def compute_quietly(metric: BenchmarkMetrics) -> dict[str, float]:
-    """`BenchmarkMetrics.compute` as floats, without torchmetrics' empty-metric warning.
+def task_metrics(
+    task: str, gcg_java: bool | None = None
+) -> BenchmarkMetrics | MaskBenchmarkMetrics:
+    """The benchmark metric of ``task``: `BenchmarkMetrics` or, for masks, `MaskBenchmarkMetrics`.
+
+    Example:
+        >>> type(task_metrics("res")).__name__
+        'MaskBenchmarkMetrics'
+    """
+    if task in MASK_TASKS:
+        return MaskBenchmarkMetrics(task, java=gcg_java)
+    return BenchmarkMetrics(task)
+
+
+def compute_quietly(metric: BenchmarkMetrics | MaskBenchmarkMetrics) -> dict[str, float]:
+    """``metric.compute()`` as floats, without torchmetrics' empty-metric warning.
 
     Example:
         >>> compute_quietly(BenchmarkMetrics("pope"))["pope/count"]
