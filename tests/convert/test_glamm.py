@@ -671,3 +671,14 @@ def test_glamm_config_differences_are_listed(tmp_path: Path) -> None:
 
 def test_sizes_default_to_the_toy_model() -> None:
     assert replace(Sizes()).d == 128 and GLAMM_7B.vocab == 32007
+
+
+def test_region_renames_agree_with_the_region_encoders_own_table(setup) -> None:
+    from groundinggpt.models.region_encoder import GLAMM_NAMES
+
+    _, _, _, conversion = setup
+    for new, old in conversion.sources.items():
+        if old.startswith("model.region_encoder."):
+            key = old.removeprefix("model.region_encoder.")
+            (prefix,) = [p for p in GLAMM_NAMES if key.startswith(p)]
+            assert new == "region_encoder." + GLAMM_NAMES[prefix] + key[len(prefix) :]
