@@ -105,7 +105,11 @@ def _red_pixels(arr: np.ndarray) -> int:
 
 def _force_answer(monkeypatch, text: str) -> None:
     """Make generation return ``text`` (a trained model's answer), to check the grounding path."""
-    monkeypatch.setattr(inference, "generate_answers", lambda *a, **k: [text])
+
+    def tokens(model, tokenizer, *args, **kwargs):
+        return tokenizer([text], add_special_tokens=False, return_tensors="pt").input_ids
+
+    monkeypatch.setattr(inference, "generate_tokens", tokens)
 
 
 # ------------------------------------------------------------------------------------- tests

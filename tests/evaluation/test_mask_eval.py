@@ -243,3 +243,85 @@ def test_a_model_without_pixel_decoder_is_refused(tmp_path, bench, tiny_weights)
     cfg = mask_cfg(tmp_path, tiny_weights.ckpt, bench["res"], model="tiny")
     with pytest.raises(ValueError, match="pixel decoder"):
         evaluate(cfg)
+
+
+# ----------------------------------------------------------------------------------- infer
+
+ANSWER = "<p>the dot</p> [SEG] and [SEG]."
+
+
+def test_masks_are_drawn_translucent_and_labelled() -> None:
+    from PIL import Image
+
+    from groundinggpt.utils.visualize import MASK_COLORS, draw_masks
+
+    image = Image.new("RGB", (40, 30), (100, 100, 100))
+    mask = np.zeros((30, 40), dtype=bool)
+    mask[10:25, 5:30] = True
+    plain = np.asarray(draw_masks(image, [mask], ["", ""], alpha=0.5), dtype=int)
+    labelled = np.asarray(draw_masks(image, [mask], ["a dot"], alpha=0.5), dtype=int)
+    blend = (np.array([100, 100, 100]) + np.array(MASK_COLORS[0])) / 2
+    np.testing.assert_allclose(plain[24, 29], blend, atol=1)  # inside: colour at 50 %
+    away = ~mask
+    away[10:25] = False  # the label starts in the mask's top-left corner and may run out of it
+    assert (plain[away] == 100).all()  # outside untouched
+    assert (labelled != plain).any()  # the text differs from the default "[SEG] 1"
+    with pytest.raises(ValueError, match="mask 0 has shape"):
+        draw_masks(image, [mask.T])
+
+
+def _force_tokens(monkeypatch, text: str) -> None:
+    from groundinggpt.evaluation import inference
+
+    def tokens(model, tokenizer, *args, **kwargs):
+        return tokenizer([text], add_special_tokens=False, return_tensors="pt").input_ids
+
+    monkeypatch.setattr(inference, "generate_tokens", tokens)
+
+
+def _infer_cfg(root: Path, ckpt: Path, image: Path):
+    return compose_config([
+        f"ckpt_path={ckpt}", "model=tiny_seg", f"image={image}", "prompt='Segment the dot.'",
+        "assistant.device=cpu", "assistant.generation.max_new_tokens=8",
+    ], root, root / "run", config_name="infer")  # fmt: skip
+
+
+def test_infer_lists_and_draws_the_masks(tmp_path, seg_ckpt, monkeypatch, capsys) -> None:
+    from PIL import Image
+
+    from groundinggpt.evaluation import inference
+
+    photo = write_image(tmp_path / "photo.png", 48, 30, value=60)
+    _force_tokens(monkeypatch, ANSWER)
+    answer = inference.infer(_infer_cfg(tmp_path, seg_ckpt, photo))
+    assert answer.text == ANSWER and answer.mask_labels == ["the dot", "[SEG] 2"]
+    assert [m.shape for m in answer.masks] == [(30, 48), (30, 48)]
+    out = capsys.readouterr().out
+    for k, (mask, label) in enumerate(zip(answer.masks, answer.mask_labels, strict=True), 1):
+        assert f"mask {k} ({label}): {int(mask.sum())} pixels" in out
+    assert "no box" not in out
+    picture = Image.open(tmp_path / "run" / "answer.png")
+    assert picture.width == 48 and picture.height > 30  # the photo, the answer in a band below
+
+
+def test_infer_picture_shows_each_mask(tmp_path, seg_ckpt, monkeypatch) -> None:
+    """The saved picture has the mask's colour exactly where the answer's mask is."""
+    from PIL import Image
+
+    from groundinggpt.evaluation import inference
+    from groundinggpt.utils.visualize import MASK_COLORS
+
+    photo = write_image(tmp_path / "photo.png", 48, 30, value=60)
+    known = np.zeros((30, 48), dtype=bool)
+    known[15:28, 20:44] = True
+    _force_tokens(monkeypatch, "<p>a box</p> [SEG]")
+    monkeypatch.setattr(inference, "answer_masks", lambda *a, **k: [torch.from_numpy(known)[None]])
+    answer = inference.infer(_infer_cfg(tmp_path, seg_ckpt, photo))
+    assert len(answer.masks) == 1 and answer.masks[0].sum() == known.sum()
+    arr = np.asarray(Image.open(tmp_path / "run" / "answer.png").convert("RGB"), dtype=int)[:30]
+    original = np.asarray(Image.open(photo).convert("RGB"), dtype=int)
+    away = ~known
+    away[15:28] = False  # the label may run out of the mask to the right
+    assert (arr[away] == original[away]).all()
+    blend = 0.55 * original[known] + 0.45 * np.array(MASK_COLORS[0])  # infer's alpha 0.45
+    np.testing.assert_allclose(arr[27, 43], blend[-1], atol=1)  # far from the label

@@ -2,8 +2,9 @@
 
 :class:`GroundingChat` keeps the conversation and renders every turn through the training
 template (:class:`ConversationFormatter`), encodes the media once, and maps the answer's
-boxes to pixels of the original image and its spans to seconds. :func:`infer` is the body of
-``infer.py``.
+boxes to pixels of the original image and its spans to seconds; with a pixel decoder, each
+``[SEG]`` of the answer becomes a mask of the original image, labelled with its
+``<p>phrase</p>``. :func:`infer` is the body of ``infer.py``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from omegaconf import DictConfig
 from groundinggpt.build import build_model
 from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.media import open_rgb
+from groundinggpt.data.segmentation import SegmentationProcessor
+from groundinggpt.evaluation.mask_scoring import parse_seg_phrases
 from groundinggpt.grounding.format import parse_boxes, parse_spans
 from groundinggpt.grounding.geometry import box_from_padded
 from groundinggpt.modalities import modality_specs
-from groundinggpt.models.generation import generate_answers
+from groundinggpt.models.generation import decode_answers, generate_tokens
+from groundinggpt.training.segmentation import answer_masks
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +46,28 @@ class Answer:
             padded square when there is no image).
         spans: spans ``(start_s, end_s)`` in seconds of the video / sound (fractions when
             neither is given).
+        masks: one ``(H, W)`` bool mask of the original image per ``[SEG]`` of the answer
+            (a model with a pixel decoder, asked about an image).
+        mask_labels: each mask's phrase (the ``<p>...</p>`` before its ``[SEG]``), else
+            ``"[SEG] k"``.
     """
 
     text: str
     boxes: list[tuple[float, ...]] = field(default_factory=list)
     spans: list[tuple[float, float]] = field(default_factory=list)
+    masks: list[np.ndarray] = field(default_factory=list)
+    mask_labels: list[str] = field(default_factory=list)
+
+
+def mask_labels(text: str, n: int) -> list[str]:
+    """The label of each of the ``n`` masks of an answer: its phrase, else ``"[SEG] k"``.
+
+    Example:
+        >>> mask_labels("<p>a dog</p> [SEG] and [SEG]", 2)
+        ['a dog', '[SEG] 2']
+    """
+    phrases = parse_seg_phrases(text)
+    return [(phrases[k] if k < len(phrases) else None) or f"[SEG] {k + 1}" for k in range(n)]
 
 
 def resolve_device(device: str) -> torch.device:
@@ -113,6 +134,10 @@ class GroundingChat:
         self.features: dict[str, torch.Tensor] = {}
         self.image_size: tuple[int, int] | None = None
         self.duration: float | None = None
+        self.media: dict[str, torch.Tensor] = {}
+        decoder = getattr(model, "pixel_decoder", None)
+        self.segmenter = None if decoder is None else SegmentationProcessor(decoder.image_size)
+        self.seg_pixels: torch.Tensor | None = None  # SAM's view of the image (3, S, S)
 
     def set_media(
         self, image: str | None = None, video: str | None = None, audio: str | None = None
@@ -133,8 +158,12 @@ class GroundingChat:
         media = {m: x.to(self.device, self.dtype) for m, x in media.items()}
         with torch.no_grad():
             self.features = self.model.encode(media) if media else {}
-        self.paths = given
+        self.paths, self.media = given, media
         self.image_size = open_rgb(given["image"]).size if "image" in given else None
+        self.seg_pixels = None
+        if self.segmenter is not None and "image" in given:
+            pixels, _ = self.segmenter.pixels(given["image"])
+            self.seg_pixels = pixels.to(self.device, self.dtype)
         self.duration = self._duration()
         self.reset()
 
@@ -183,34 +212,69 @@ class GroundingChat:
             "media": {},
         }
         with torch.no_grad():
-            text = generate_answers(
+            tokens = generate_tokens(
                 self.model, self.tokenizer, batch, self.generation, features=self.features
-            )[0]
+            )
+        text = decode_answers(self.tokenizer, tokens)[0]
         self.history += [{"from": "human", "value": human}, {"from": "gpt", "value": text}]
-        return self.ground(text)
+        return self.ground(text, self.answer_masks(batch, tokens))
 
-    def ground(self, text: str) -> Answer:
-        """Parse boxes and spans from ``text`` into pixels and seconds of the current media."""
+    def answer_masks(self, batch: dict[str, Any], tokens: torch.Tensor) -> list[np.ndarray]:
+        """One bool mask of the original image per ``[SEG]`` generated in ``tokens`` (1, T).
+
+        Empty without a pixel decoder, an image or a ``[SEG]`` in the answer.
+        """
+        seg_id = getattr(self.model, "seg_token_id", None)
+        if self.seg_pixels is None or seg_id is None or not (tokens == seg_id).any():
+            return []
+        width, height = self.image_size
+        batch = batch | {
+            "media": self.media,
+            "media_paths": [{m: str(p) for m, p in self.paths.items()}],
+            "seg_owner": [0],
+            "seg_pixels": self.seg_pixels[None],
+            "seg_sizes": [(height, width)],
+        }
+        (masks,) = answer_masks(self.model, batch, tokens, self.tokenizer.pad_token_id)
+        return list(masks.cpu().numpy())
+
+    def ground(self, text: str, masks: list[np.ndarray] | None = None) -> Answer:
+        """Parse boxes and spans from ``text`` into pixels and seconds of the current media.
+
+        ``masks`` (one per ``[SEG]``, from `answer_masks`) are kept with their phrases.
+        """
         boxes = parse_boxes(text)
         if self.image_size is not None:
             boxes = [box_from_padded(b, *self.image_size) for b in boxes]
         spans = parse_spans(text)
         if self.duration is not None:
             spans = [(s * self.duration, e * self.duration) for s, e in spans]
-        return Answer(text, [tuple(b) for b in boxes], [tuple(s) for s in spans])
+        masks = list(masks or [])
+        return Answer(text, [tuple(b) for b in boxes], [tuple(s) for s in spans], masks,
+                      mask_labels(text, len(masks)))  # fmt: skip
 
     def save_picture(self, answer: Answer, path: str | Path, num_frames: int = 4) -> Path | None:
-        """Boxes drawn on the image, or spans on a timeline under a few video frames.
+        """Masks and boxes drawn on the image, or spans on a timeline under a few video frames.
 
-        Returns None when there is nothing to draw on (no image, video or sound).
+        Each mask is a translucent colour labelled with its phrase (`draw_masks`), the boxes
+        are outlined over them. Returns None when there is nothing to draw on (no image,
+        video or sound).
         """
-        from groundinggpt.utils.visualize import caption_image, draw_boxes, plot_timeline
+        from groundinggpt.utils.visualize import (
+            caption_image,
+            draw_boxes,
+            draw_masks,
+            plot_timeline,
+        )
 
         path = Path(path)
         if "image" in self.paths:
             path.parent.mkdir(parents=True, exist_ok=True)
-            note = "" if answer.boxes else NO_BOX
-            picture = draw_boxes(open_rgb(self.paths["image"]), answer.boxes)
+            note = "" if answer.boxes or answer.masks else NO_BOX
+            picture = open_rgb(self.paths["image"])
+            if answer.masks:
+                picture = draw_masks(picture, answer.masks, answer.mask_labels)
+            picture = draw_boxes(picture, answer.boxes)
             caption_image(picture, answer.text, note).save(path)
             return path
         if self.duration is None:
@@ -239,6 +303,10 @@ def describe(answer: Answer, has_image: bool, has_time: bool) -> str:
         >>> print(describe(Answer("{0.25, 0.75}", spans=[(0.75, 2.25)]), False, True))
         answer: {0.25, 0.75}
         span 1 (seconds): 0.75 - 2.25
+        >>> print(describe(Answer("<p>a dog</p> [SEG]", masks=[np.ones((2, 3))],
+        ...                       mask_labels=["a dog"]), True, False))
+        answer: <p>a dog</p> [SEG]
+        mask 1 (a dog): 6 pixels
     """
     lines = [f"answer: {answer.text}"]
     unit_box = "pixels" if has_image else "relative to the padded square"
@@ -247,7 +315,9 @@ def describe(answer: Answer, has_image: bool, has_time: bool) -> str:
         lines.append(f"box {k} ({unit_box}, x0 y0 x1 y1): " + " ".join(f"{v:.1f}" for v in box))
     for k, (s, e) in enumerate(answer.spans, 1):
         lines.append(f"span {k} ({unit_span}): {s:.2f} - {e:.2f}")
-    if not answer.boxes and not answer.spans and (has_image or has_time):
+    for k, (mask, label) in enumerate(zip(answer.masks, answer.mask_labels, strict=True), 1):
+        lines.append(f"mask {k} ({label}): {int(np.count_nonzero(mask))} pixels")
+    if not (answer.boxes or answer.spans or answer.masks) and (has_image or has_time):
         lines.append(f"({NO_BOX if has_image else NO_SPAN})")
     return "\n".join(lines)
 
