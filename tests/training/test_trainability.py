@@ -102,3 +102,22 @@ def test_stage1_trains_the_rows_of_the_modality_tokens_wherever_they_are(make_cf
     emb.sum().backward()
     touched = emb.grad.abs().sum(dim=1).nonzero().flatten().tolist()
     assert touched == added
+
+
+def test_all_embedding_rows_train_with_a_lora_llm_as_glamm(make_cfg):
+    """``new_token_embeddings: all``: LoRA on the LLM plus every row of both embeddings."""
+    from groundinggpt.train import build
+
+    cfg = make_cfg(["experiment=stage2_fine", "stage.trainable.llm=lora",
+                    "+stage.trainable.new_token_embeddings=all"])  # fmt: skip
+    module, _, _ = build(cfg)
+    llm = module.model.llm
+    emb_in, emb_out = llm.get_input_embeddings().weight, llm.get_output_embeddings().weight
+    assert emb_in.requires_grad and emb_out.requires_grad
+    layer = llm.get_base_model().model.layers[0]
+    assert not layer.self_attn.q_proj.base_layer.weight.requires_grad
+    assert layer.self_attn.q_proj.lora_A["default"].weight.requires_grad
+    # every row learns (no row mask): a loss on an old row's logit moves that row
+    emb_in.grad = None
+    (emb_in[5].sum() + emb_out[7].sum()).backward()
+    assert emb_in.grad[5].abs().sum() > 0 and emb_in.grad[7].abs().sum() > 0

@@ -49,7 +49,7 @@ def apply_trainability(
     encoders: str = "frozen",
     adapters: str = "full",
     llm: str = "full",
-    new_token_embeddings: bool = True,
+    new_token_embeddings: bool | str = True,
     lora: Mapping[str, Any] | None = None,
     pixel_decoder: str = "full",
     pixel_encoder: str = "frozen",
@@ -62,7 +62,8 @@ def apply_trainability(
         llm: ``"frozen"``, ``"full"`` or ``"lora"`` (peft adapters on the attention projections).
         new_token_embeddings: with a frozen or LoRA LLM, still train the embedding rows of the
             model's modality tokens (found by id, wherever the tokenizer put them), as in
-            stage 1.
+            stage 1; ``"all"`` trains every row of the input and output embeddings (GLaMM's
+            LoRA recipe trains ``embed_tokens`` and ``lm_head`` in full).
         lora: LoRA options (``r``, ``alpha``, ``dropout``, ``target_modules``).
         pixel_decoder: ``"full"`` trains the mask decoder and the ``[SEG]`` projection of a
             pixel decoder (GLaMM's recipe), ``"frozen"`` keeps them.
@@ -94,7 +95,9 @@ def apply_trainability(
     if llm != "full" and new_token_embeddings:
         rows = modality_token_rows(model)
         for emb in {model.llm.get_input_embeddings(), model.llm.get_output_embeddings()}:
-            if emb is not None and rows:
+            if emb is not None and new_token_embeddings == "all":
+                emb.weight.requires_grad_(True)  # every row (GLaMM's embed_tokens, lm_head)
+            elif emb is not None and rows:
                 _train_rows(emb.weight, rows)
     counts = trainable_counts(model)
     log.info("trainable parameters: %s", counts)
