@@ -168,7 +168,7 @@ def test_glamm_lora_stage(tmp_path: Path) -> None:
         "target_modules": ["q_proj", "v_proj"],
     }
     assert (spec.pixel_decoder, spec.pixel_encoder) == ("full", "frozen")
-    assert spec.new_token_embeddings is True
+    assert spec.new_token_embeddings == "all"  # every row of embed_tokens and lm_head
 
 
 def test_glamm_lora_stage_trains_what_glamm_trains(tmp_path: Path) -> None:

@@ -4,10 +4,15 @@ that train the mask decoder and the LLM, and validation that scores masks in ori
 from __future__ import annotations
 
 import json
+from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from lightning import Trainer
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.strategies import DDPStrategy
 from omegaconf import open_dict
 from tests.conftest import compose_config
 
@@ -192,3 +197,45 @@ def test_train_py_writes_mask_metrics_and_baselines(seg_cfg, tmp_path):
     for key in ("val/res/ciou", "val/res/giou", "baseline/val/res/ciou"):
         assert 0 <= metrics[key] <= 1
     assert "baseline/val/res/whole_image/ciou" in metrics
+
+
+class _Weights(Callback):
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.segmented: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.segmented.append("seg_pixels" in batch)
+
+    def on_fit_end(self, trainer, pl_module):
+        flat = torch.cat([p.detach().flatten() for p in pl_module.model.parameters()])
+        torch.save(flat, self.out / f"w{trainer.global_rank}.pt")
+        (self.out / f"seg{trainer.global_rank}.json").write_text(json.dumps(self.segmented))
+
+
+@pytest.mark.timeout(300)
+def test_two_gloo_ranks_stay_in_step_when_only_some_batches_have_masks(seg_cfg, tmp_path):
+    """Plain DDP: a batch without masks still puts the pixel decoder in the graph."""
+    with open_dict(seg_cfg):
+        seg_cfg.data.batch_size = 2
+        seg_cfg.data.stages.stage2_fine.region_caption = 2.0  # batches without masks
+    module, dm, _ = build(seg_cfg)
+    log = _Weights(tmp_path)
+    trainer = Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=DDPStrategy(start_method="fork", timeout=timedelta(seconds=60)),
+        max_steps=6,
+        limit_val_batches=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[log],
+    )
+    trainer.fit(module, datamodule=dm)
+    flags = [json.loads((tmp_path / f"seg{r}.json").read_text()) for r in range(2)]
+    steps = list(zip(*flags, strict=True))
+    assert any(not all(s) for s in steps), steps  # some rank had a batch without masks
+    w0, w1 = (torch.load(tmp_path / f"w{r}.pt") for r in range(2))
+    assert torch.equal(w0, w1)

@@ -245,12 +245,11 @@ class GroundingGPT(nn.Module):
             raise ValueError(f"{n} <region> tokens in the batch, {given} region embeddings")
         return embeds.masked_scatter(mask.unsqueeze(-1), regions.to(embeds.dtype))
 
-    def absent_branch_term(
-        self, features: Mapping[str, torch.Tensor], segmented: bool = False
-    ) -> torch.Tensor:
-        """``0 *`` the trainable parameters of every branch that ``features`` lacks (and of
-        the pixel decoder when the batch had no masks, ``segmented`` False, and of the
-        region encoder when it has no ``"region"``).
+    def absent_branch_term(self, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """``0 *`` the trainable parameters of every branch that ``features`` lacks, of the
+        pixel decoder (always: SAM's IoU head, its other mask tokens' MLPs and the point
+        prompts never reach a ``[SEG]`` mask loss), and of
+        the region encoder when it has no ``"region"``.
 
         Added to the loss, it gives those parameters a (zero) gradient, so data-parallel
         training sees the same parameters used on every rank and every step, whatever media
@@ -263,7 +262,7 @@ class GroundingGPT(nn.Module):
             for p in branch.parameters()
             if p.requires_grad
         ]
-        if self.pixel_decoder is not None and not segmented:
+        if self.pixel_decoder is not None:
             params += [p for p in self.pixel_decoder.parameters() if p.requires_grad]
         if self.region_encoder is not None and "region" not in features:
             params += [p for p in self.region_encoder.parameters() if p.requires_grad]

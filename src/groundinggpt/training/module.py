@@ -208,7 +208,7 @@ class GroundingLitModule(L.LightningModule):
         # Branches without media in this batch still join the graph (with zero gradients; the
         # all-reduce averages in the other ranks' real ones), so DDP needs no
         # `find_unused_parameters` search (see GroundingGPT.absent_branch_term).
-        return loss + self.model.absent_branch_term(features, segmented=segment)
+        return loss + self.model.absent_branch_term(features)
 
     def _segments(self, batch: Mapping[str, Any]) -> bool:
         """Whether the batch has masks for this model's pixel decoder to learn from."""

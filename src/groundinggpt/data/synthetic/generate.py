@@ -47,9 +47,9 @@ DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "audio_chat": {"train": 600},
     "grounded_caption": {"train": 0},
     # pixel grounding (masks); off in the default mixture, on in experiment=stage2_fine_seg
-    "res": {"train": 0},
+    "res": {"train": 0, "val": 0},
     "gcg": {"train": 0},
-    "avs": {"train": 0},
+    "avs": {"train": 0, "val": 0},
     # region input (<region> + its box); on in experiment=stage2_fine_seg
     "region_caption": {"train": 0},
 }
