@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 from lightning import Trainer
-from omegaconf import open_dict
 
 from groundinggpt.train import build
 
@@ -22,8 +21,9 @@ def test_a_compiled_llm_gives_the_eager_loss_and_the_same_state_dict_keys(make_c
     with torch.no_grad():
         eager = module.model(batch["input_ids"], batch["attention_mask"], batch["media"],
                              batch["labels"]).loss  # fmt: skip
-    with open_dict(cfg):
-        module.compile_llm = {"dynamic": True}
+    # static shapes: torch 2.11's Inductor fails to build the dynamic-shape CPU kernels
+    # (experiments/2026-12-02_throughput/README.md, compile section)
+    module.compile_llm = True
     module.setup("fit")
     with torch.no_grad():
         compiled = module.model(batch["input_ids"], batch["attention_mask"], batch["media"],
