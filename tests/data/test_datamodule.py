@@ -89,3 +89,17 @@ def test_state_dict_round_trip_starts_the_sampler_late(release_dir, tmp_path):
     sampler = dm.train_sampler()
     sampler.set_epoch(0)
     assert list(sampler) == full[4:] and len(sampler) == len(full)
+
+
+def test_a_zero_weight_leaves_a_dataset_out_and_no_replay_without_a_ratio(make_cfg):
+    """An experiment narrows the merged mixture with weight 0 (experiment=stage2_fine_seg)."""
+    from groundinggpt.train import build
+
+    cfg = make_cfg(["experiment=stage2_fine", "data.stages.stage2_fine.vtg=0",
+                    "data.replay_ratio=0"])  # fmt: skip
+    _, dm, _ = build(cfg)
+    assert "vtg" not in dm.splits["train"] and "rec" in dm.splits["train"]
+    assert dm.splits["replay"] == []  # stage 1's captions are not even opened
+    cfg = make_cfg(["experiment=stage2_fine", "data.stages.stage1_pretrain.video_caption=0"])
+    _, dm, _ = build(cfg)
+    assert set(dm.splits["replay"]) == {"image_caption", "audio_caption"}
