@@ -240,3 +240,10 @@ def test_bfloat16_weights_and_media(tmp_path, ckpt, media) -> None:
     assert next(chat.model.parameters()).dtype == torch.bfloat16
     assert chat.features["image"].dtype == torch.bfloat16
     assert isinstance(chat.ask("Where is the house?").text, str)
+
+
+def test_a_region_prompt_without_a_box_is_refused_clearly(chat, media) -> None:
+    chat.set_media(image=media["photo"])
+    with pytest.raises(ValueError, match="needs its box"):
+        chat.ask("What is in <region>?")
+    assert chat.history == []  # nothing half-remembered

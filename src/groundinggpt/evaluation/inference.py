@@ -27,7 +27,7 @@ from groundinggpt.data.segmentation import SegmentationProcessor
 from groundinggpt.evaluation.mask_scoring import parse_seg_phrases
 from groundinggpt.grounding.format import parse_boxes, parse_spans
 from groundinggpt.grounding.geometry import box_from_padded
-from groundinggpt.modalities import modality_specs
+from groundinggpt.modalities import REGION_TOKEN, modality_specs
 from groundinggpt.models.generation import decode_answers, generate_tokens
 from groundinggpt.training.segmentation import answer_masks
 
@@ -202,6 +202,11 @@ class GroundingChat:
 
     def ask(self, prompt: str) -> Answer:
         """Answer ``prompt`` in the context of the conversation so far, and remember both."""
+        if REGION_TOKEN in prompt:
+            raise ValueError(
+                f"a {REGION_TOKEN} prompt needs its box, and infer.py / the demo take no region "
+                "boxes yet (records' `regions` field: train.py and eval.py)"
+            )
         human = self._human_turn(prompt)
         ids = self.formatter.prompt_ids([*self.history, {"from": "human", "value": human}])
         if len(ids) > self.max_length:
