@@ -48,7 +48,8 @@ def demo_main(cfg: DictConfig) -> None:
 
 
 def convert_main(argv: list[str] | None = None) -> None:
-    """``groundinggpt-convert``: the released-checkpoint converter, or ``merge-lora CKPT --out X``.
+    """``groundinggpt-convert``: the released-checkpoint converters (GroundingGPT; ``glamm SRC
+    OUT`` for GLaMM), or ``merge-lora CKPT --out X``.
 
     ``merge-lora`` rebuilds the run's model from its ``.hydra/config.yaml`` (found from the
     checkpoint's folder, or ``--config``), loads the checkpoint (LoRA merged by peft) and writes
