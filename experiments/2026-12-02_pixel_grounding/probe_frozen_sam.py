@@ -4,7 +4,9 @@ The pixel decoder of ``model=tiny_seg`` alone (no LLM): each referring expressio
 gets a learned 128-d embedding that stands in for the LLM's [SEG] hidden state; BCE + Dice as
 in training (weights 2.0 / 0.5), AdamW lr 1e-3, batch 16, on 1024 synthetic
 referring-segmentation records (``data/synthetic``, written by
-``python train.py experiment=stage2_fine_seg``). Prints step, BCE, Dice and the batch cIoU.
+``python train.py experiment=stage2_fine_seg``). Prints step, BCE, Dice and the batch cIoU,
+then the held-out IoU per object count on the 256 ``res_val`` records. Arguments: ``frozen`` or
+``train_enc``, the number of steps (default 300), Hydra overrides of the model.
 
 Usage:
     python experiments/2026-12-02_pixel_grounding/probe_frozen_sam.py frozen
@@ -33,10 +35,10 @@ def object_name(record: dict) -> str:
     return record["conversations"][0]["value"].split("segment the ")[1].split(" in this")[0]
 
 
-def load(n: int = 1024):
-    records = json.loads((DATA / "annotations" / "res_train.json").read_text())[:n]
+def load(n: int = 1024, split: str = "train", names: list[str] | None = None):
+    records = json.loads((DATA / "annotations" / f"res_{split}.json").read_text())[:n]
     proc = SegmentationProcessor(size=64)
-    names = sorted({object_name(r) for r in records})
+    names = names or sorted({object_name(r) for r in records})
     pixels, masks, valid, labels = [], [], [], []
     for r in records:
         s = proc(DATA / r["image"], r["masks"])
@@ -45,14 +47,16 @@ def load(n: int = 1024):
         valid.append(sam_valid_region(*s["size"], 64))
         labels.append(names.index(object_name(r)))
     stacked = torch.stack(pixels), torch.stack(masks), torch.stack(valid)
-    return (*stacked, torch.tensor(labels), len(names))
+    counts = torch.tensor([len(r["meta"]["objects"]) for r in records])
+    return (*stacked, torch.tensor(labels), names, counts)
 
 
 def main() -> None:
     torch.manual_seed(0)
-    pixels, masks, valid, labels, n_names = load()
+    pixels, masks, valid, labels, all_names, _ = load()
+    n_names = len(all_names)
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        cfg = compose("train", overrides=["model=tiny_seg"])
+        cfg = compose("train", overrides=["model=tiny_seg", *sys.argv[3:]])
     decoder = hydra.utils.instantiate(cfg.model.pixel_decoder, _convert_="partial")(llm_width=128)
     if sys.argv[1] == "train_enc":
         decoder.sam.vision_encoder.requires_grad_(True)
@@ -60,7 +64,7 @@ def main() -> None:
     params = [p for p in decoder.parameters() if p.requires_grad] + list(names.parameters())
     optimizer = torch.optim.AdamW(params, lr=1e-3)
     start = time.time()
-    for step in range(300):
+    for step in range(int(sys.argv[2]) if len(sys.argv) > 2 else 300):
         idx = torch.randint(0, len(pixels), (16,))
         logits = decoder(decoder.embed_images(pixels[idx]), [names(labels[i : i + 1]) for i in idx])
         pred = torch.cat(logits)
@@ -69,7 +73,7 @@ def main() -> None:
         optimizer.zero_grad()
         (2 * bce + 0.5 * dice).backward()
         optimizer.step()
-        if step % 50 == 0 or step == 299:
+        if step % 50 == 0:
             with torch.no_grad():
                 p, t = pred > 0, masks[idx] > 0.5
                 ciou = ((p & t).sum() / (p | t).sum().clamp(min=1)).item()
@@ -78,6 +82,21 @@ def main() -> None:
                 f"{ciou:.3f}  {time.time() - start:.0f}s",
                 flush=True,
             )
+    by_objects(decoder, names, all_names)
+
+
+@torch.no_grad()
+def by_objects(decoder, names, all_names) -> None:
+    """Held-out IoU (res_val, SAM frame) per number of objects in the image."""
+    pixels, masks, valid, labels, _, counts = load(256, "val", all_names)
+    logits = decoder(
+        decoder.embed_images(pixels), [names(labels[i : i + 1]) for i in range(len(labels))]
+    )
+    pred, truth = torch.cat(logits) > 0, masks > 0.5
+    iou = (pred & truth).flatten(1).sum(1) / (pred | truth).flatten(1).sum(1).clamp(min=1)
+    for n in counts.unique().tolist():
+        sel = counts == n
+        print(f"held out, {n} object(s): {int(sel.sum())} samples, mean IoU {iou[sel].mean():.3f}")
 
 
 if __name__ == "__main__":
