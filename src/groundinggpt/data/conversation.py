@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from groundinggpt.modalities import SEG_TOKEN, ModalitySpec
+from groundinggpt.modalities import REGION_TOKEN, SEG_TOKEN, ModalitySpec
 
 IGNORE_INDEX = -100
 
@@ -56,8 +56,11 @@ class ConversationFormatter:
         self._placeholder_re = re.compile(
             "(" + "|".join(re.escape(s.placeholder) for s in self.specs.values()) + ")"
         )
-        # The id of [SEG] when the tokenizer has it (a model with a pixel decoder), else None.
-        self.seg_token_id = tokenizer.get_vocab().get(SEG_TOKEN)
+        # The ids of [SEG] / <region> when the tokenizer has them (a model with a pixel
+        # decoder / region encoder), else None; read once here, not per dataset.
+        vocab = tokenizer.get_vocab()
+        self.seg_token_id = vocab.get(SEG_TOKEN)
+        self.region_token_id = vocab.get(REGION_TOKEN)
         self._expansion = {}
         for spec in self.specs.values():
             ids = tokenizer.convert_tokens_to_ids([spec.start, spec.patch, spec.end])

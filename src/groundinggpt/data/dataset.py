@@ -126,8 +126,6 @@ class ConversationDataset(Dataset):
         self.allow_absolute_media_paths = bool(allow_absolute_media_paths)
         self._record_keys = {s.record_key for s in formatter.specs.values()}
         self._placeholders = {s.placeholder for s in formatter.specs.values()}
-        # The id of <region> when the tokenizer has it (a model with a region encoder).
-        self.region_token_id = formatter.tokenizer.get_vocab().get(REGION_TOKEN)
         self._logged: Counter[str] = Counter()
 
     @staticmethod
@@ -285,7 +283,7 @@ class ConversationDataset(Dataset):
         from its boxes (also when the tokenizer has no ``<region>``: a model without a region
         encoder) is skipped as ``region_count_mismatch``.
         """
-        region_id = self.region_token_id
+        region_id = self.formatter.region_token_id
         ids, labels = encoded
         n_total = 0 if region_id is None else ids.count(region_id)
         if "regions" not in record and n_total == 0:

@@ -34,6 +34,8 @@ class SegmentationProcessor:
         size: SAM's input side (1024 for SAM ViT-H; the tiny decoder's 64).
         max_pixels: images declaring more pixels are skipped (``image_too_large``).
         max_aspect_ratio: images with a longer side ratio are skipped.
+        allow_empty: keep a mask covering no pixel (evaluation: an AVSBench frame without a
+            sounding object is a real test case); training skips it as ``mask_empty``.
     """
 
     def __init__(
@@ -41,6 +43,7 @@ class SegmentationProcessor:
         size: int = 1024,
         max_pixels: int | None = 40_000_000,
         max_aspect_ratio: float | None = 20.0,
+        allow_empty: bool = False,
     ) -> None:
         from transformers import SamImageProcessor
 
@@ -48,6 +51,7 @@ class SegmentationProcessor:
             raise ValueError(f"size must be positive, got {size}")
         self.size = int(size)
         self.max_pixels, self.max_aspect_ratio = max_pixels, max_aspect_ratio
+        self.allow_empty = bool(allow_empty)
         self.processor = SamImageProcessor(
             size={"longest_edge": self.size}, pad_size={"height": self.size, "width": self.size}
         )
@@ -67,7 +71,7 @@ class SegmentationProcessor:
                 mask = decode_mask(seg, height, width)
             except ValueError as err:
                 raise SampleError("mask_malformed", f"mask {k}: {err}") from err
-            if not mask.any():
+            if not mask.any() and not self.allow_empty:
                 raise SampleError("mask_empty", f"mask {k} covers no pixel")
             masks.append(mask_to_sam_frame(mask, self.size) > 0.5)
         stacked = torch.stack(masks) if masks else torch.zeros(0, self.size, self.size, dtype=bool)

@@ -20,7 +20,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from groundinggpt.data.conversation import ConversationFormatter
 from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
-from groundinggpt.data.records import SampleError
 from groundinggpt.data.segmentation import SegmentationProcessor
 from groundinggpt.evaluation.benchmarks import (
     BENCHMARK_TASKS,
@@ -29,7 +28,6 @@ from groundinggpt.evaluation.benchmarks import (
     load_benchmark,
 )
 from groundinggpt.evaluation.sample import MASK_TASKS
-from groundinggpt.grounding.masks import decode_mask, mask_to_sam_frame
 from groundinggpt.modalities import modality_specs
 
 log = logging.getLogger(__name__)
@@ -54,34 +52,6 @@ class Skipped:
     sample: BenchmarkSample
     kind: str
     reason: str
-
-
-class BenchmarkSegmentation(SegmentationProcessor):
-    """The ``segment`` processor of evaluation: SAM's view of the image, targets may be empty.
-
-    As `SegmentationProcessor`, except that a target mask covering no pixel is kept (an
-    AVSBench frame without a sounding object is a real test case, not a bad record); the
-    targets are scored in original pixels, the SAM-frame masks only keep the batch layout.
-
-    Example:
-        >>> seg = BenchmarkSegmentation(size=64)("frame.png", [encode_mask(np.zeros((6, 8)))])
-        >>> seg["masks"].shape, seg["size"]  # doctest: +SKIP
-        (torch.Size([1, 64, 64]), (6, 8))
-    """
-
-    def __call__(self, path: str, segmentations: Sequence[Any]) -> dict[str, Any]:
-        pixels, (height, width) = self.pixels(path)
-        masks = []
-        for k, seg in enumerate(segmentations):
-            try:
-                mask = decode_mask(seg, height, width)
-            except ValueError as err:
-                raise SampleError("mask_malformed", f"mask {k}: {err}") from err
-            masks.append(mask_to_sam_frame(mask, self.size) > 0.5)
-        empty = torch.zeros(0, self.size, self.size, dtype=torch.bool)
-        stacked = torch.stack(masks) if masks else empty
-        return {"pixels": pixels, "masks": stacked, "size": (height, width),
-                "targets": list(segmentations)}  # fmt: skip
 
 
 def _root_cause(err: BaseException) -> BaseException:
@@ -254,7 +224,7 @@ class BenchmarkDataModule(L.LightningDataModule):
         on_error: ``"skip"`` (count and score as a miss) or ``"raise"``.
         segment_size: SAM's input side for the mask benchmarks (``eval.py`` passes the
             model's ``pixel_decoder.image_size``); it replaces any ``segment`` processor of
-            ``processors`` with a `BenchmarkSegmentation` of that size. None: no masks.
+            ``processors`` with a `SegmentationProcessor` of that size that keeps empty targets. None: no masks.
 
     Example:
         >>> dm = BenchmarkDataModule(tok, {"name": "pope", "annotation_file": f, "media_dir": d},
@@ -279,7 +249,7 @@ class BenchmarkDataModule(L.LightningDataModule):
         self.benchmark = dict(benchmark)
         self.processors = dict(processors)
         if segment_size is not None:
-            self.processors["segment"] = BenchmarkSegmentation(size=segment_size)
+            self.processors["segment"] = SegmentationProcessor(segment_size, allow_empty=True)
         self.formatter = ConversationFormatter(
             tokenizer, modality_specs(media_tokens), system, media_after_text
         )

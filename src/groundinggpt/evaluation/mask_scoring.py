@@ -42,9 +42,9 @@ from groundinggpt.grounding.mask_metrics import (
     gcg_miou,
 )
 from groundinggpt.grounding.masks import decode_mask, encode_mask
+from groundinggpt.modalities import SEG_TOKEN
 
-SEG = "[SEG]"
-_SEG_SPLIT = re.compile(r"\[SEG\]")
+_SEG_SPLIT = re.compile(re.escape(SEG_TOKEN))
 _TAG = re.compile(r"</?p>")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([.,;:!?])")
 
@@ -89,7 +89,7 @@ def gcg_caption(text: str) -> str:
     """
     if not isinstance(text, str):
         return ""
-    plain = " ".join(_TAG.sub(" ", text).replace(SEG, " ").split())
+    plain = " ".join(_TAG.sub(" ", text).replace(SEG_TOKEN, " ").split())
     return _SPACE_BEFORE_PUNCT.sub(r"\1", plain).strip()
 
 

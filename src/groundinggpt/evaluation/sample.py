@@ -9,8 +9,8 @@ import numpy as np
 
 from groundinggpt.grounding.format import format_box, format_span
 from groundinggpt.grounding.geometry import box_to_padded
+from groundinggpt.modalities import SEG_TOKEN
 
-SEG_TOKEN = "[SEG]"  # GLaMM's mask token: its hidden state is decoded into a mask
 SEG_ANSWER = f"It is {SEG_TOKEN}."  # GLaMM's ANSWER_LIST[0] (groundingLMM dataset/utils/utils.py)
 MASK_TASKS = ("res", "gcg", "avs")  # targets are masks, one per [SEG] of the reference
 

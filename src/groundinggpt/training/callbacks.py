@@ -197,9 +197,9 @@ class DataMonitor(L.Callback):
 def _mask_baselines(dm, metrics: dict[str, float]) -> dict[str, float]:
     """``baseline/{split}/{task}/*`` of the mask tasks scored in ``metrics`` (mean training
     mask, whole image; `groundinggpt.training.segmentation.mask_baselines`)."""
-    from groundinggpt.training.segmentation import MASK_TASKS, mask_baselines
+    from groundinggpt.training.segmentation import FIRST_MASK_TASKS, mask_baselines
 
-    scored = [t for t in MASK_TASKS if any(f"/{t}/ciou" in k for k in metrics)]
+    scored = [t for t in FIRST_MASK_TASKS if any(f"/{t}/ciou" in k for k in metrics)]
     if not scored or not hasattr(dm, "first_masks"):
         return {}
     train = dm.first_masks("train", scored)

@@ -7,7 +7,7 @@
 - `answer_masks`: after generation, one teacher-forced pass over prompt + answer gives the
   hidden states of the generated ``[SEG]`` tokens and their masks in original pixels (an
   answer without ``[SEG]`` has none: a miss).
-- `MaskMetrics`: cIoU / gIoU of the first mask per sample, for the tasks in `MASK_TASKS`,
+- `MaskMetrics`: cIoU / gIoU of the first mask per sample, for the tasks in `FIRST_MASK_TASKS`,
   with the same ``{task}/count`` convention as `GroundingMetrics`.
 - `mask_baselines`: the two trivial baselines (the mean training mask; the whole image).
 """
@@ -34,7 +34,7 @@ from groundinggpt.grounding.masks import (
 from groundinggpt.models.grounding_model import GroundingGPT
 
 # Tasks scored by the mask of their first [SEG] against one target mask.
-MASK_TASKS = ("res", "avs")
+FIRST_MASK_TASKS = ("res", "avs")
 BASELINE_GRID = 64  # the mean training mask is averaged on this grid of each image
 
 
@@ -130,7 +130,9 @@ class MaskMetrics(nn.Module):
     Keys: ``{task}/ciou``, ``{task}/giou``, ``{task}/count``.
     """
 
-    def __init__(self, tasks: Sequence[str] = MASK_TASKS, sync_on_compute: bool = True) -> None:
+    def __init__(
+        self, tasks: Sequence[str] = FIRST_MASK_TASKS, sync_on_compute: bool = True
+    ) -> None:
         super().__init__()
         self.tasks = tuple(tasks)
         self.metrics = nn.ModuleDict(
@@ -227,7 +229,7 @@ def mask_baselines(
 
 
 __all__ = [
-    "MASK_TASKS",
+    "FIRST_MASK_TASKS",
     "MaskMetrics",
     "answer_masks",
     "mask_baselines",
