@@ -7,12 +7,14 @@ notebook build through here, so every entry point gets the same model the same w
 2. the model (``cfg.model``): branches, the LLM, the modality tokens added to tokenizer and
    embeddings (their row ids kept in ``model.modality_token_ids``), and the tokens per media
    item derived from each encoder and adapter (``model.media_tokens``);
-3. the weights of a checkpoint, when asked (`groundinggpt.training.checkpoint.load_weights`:
-   Lightning ``.ckpt`` or ``.safetensors``, strict, LoRA merged);
+3. the weights of a checkpoint, when asked: the only door weights enter a built model
+   through (`groundinggpt.training.checkpoint.load_weights`: Lightning ``.ckpt`` or
+   ``.safetensors``, strict, LoRA merged): ``init_from`` for training (the previous stage;
+   resuming a run is the Trainer's ``ckpt_path``), ``ckpt_path`` for eval, infer and the demo;
 4. the data module, which formats prompts for exactly those ``media_tokens``.
 
 Example:
-    >>> model, tokenizer = build_model(cfg, "ckpt_path")
+    >>> model, tokenizer = build_model(cfg, "ckpt_path")  # eval.py; train.py: "init_from"
     >>> datamodule = build_datamodule(cfg.data, model, tokenizer)
 """
 
@@ -33,9 +35,9 @@ def build_model(cfg: DictConfig, weights: str | None = None) -> tuple[GroundingG
 
     Args:
         cfg: a composed config with ``tokenizer`` and ``model`` groups.
-        weights: the config key holding the checkpoint to load (``"ckpt_path"`` for eval.py,
-            infer.py and the demo), or None for the initial weights (training: ``init_from``
-            and resuming are the LightningModule's and Trainer's).
+        weights: the config key holding the checkpoint to load: ``"ckpt_path"`` for eval.py,
+            infer.py and the demo (required), ``"init_from"`` for training (a null value
+            keeps the initial weights). None: the initial weights.
 
     Missing or unexpected keys fail, so a checkpoint of another architecture never runs
     silently with random layers.
@@ -43,7 +45,11 @@ def build_model(cfg: DictConfig, weights: str | None = None) -> tuple[GroundingG
     tokenizer = hydra.utils.instantiate(cfg.tokenizer)
     model = hydra.utils.instantiate(cfg.model, tokenizer=tokenizer, _convert_="partial")
     if weights is not None:
-        load_weights(model, cfg[weights])
+        path = cfg.get(weights)
+        if path is None and weights != "init_from":
+            raise ValueError(f"{weights}=... is required: the checkpoint to load")
+        if path is not None:
+            load_weights(model, path)
     return model, tokenizer
 
 

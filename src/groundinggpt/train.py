@@ -21,7 +21,7 @@ def _instantiate_dict(cfg: DictConfig | None) -> list[Any]:
 
 def build(cfg: DictConfig) -> tuple[L.LightningModule, L.LightningDataModule, L.Trainer]:
     """Build the LightningModule, DataModule and Trainer that ``cfg`` describes."""
-    model, tokenizer = build_model(cfg)
+    model, tokenizer = build_model(cfg, "init_from")  # the previous stage's weights, if any
     module = hydra.utils.instantiate(cfg.module, model=model, tokenizer=tokenizer)
     datamodule = build_datamodule(cfg.data, model, tokenizer)
     trainer = hydra.utils.instantiate(

@@ -97,12 +97,26 @@ def _read_file(path: Path, keep: Callable[[str], bool] | None = None) -> dict[st
             return {k: f.get_tensor(k) for k in f.keys() if keep is None or keep(k)}  # noqa: SIM118
     if path.suffix not in PICKLE_SUFFIXES:
         raise ValueError(f"{path}: unknown checkpoint type (use .safetensors, .bin, .pth, .pt)")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # mmap needs the zipfile format; old pickles load without it
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    state = _unwrap(obj, path)
+    state = _unwrap(load_pickle(path), path)
     return state if keep is None else {k: v for k, v in state.items() if keep(k)}
+
+
+def load_pickle(path: str | Path) -> object:
+    """``torch.load(path, weights_only=True)`` on the CPU, memory-mapped when the file allows.
+
+    The one place a pickled checkpoint is opened. ``weights_only`` refuses any pickle that
+    would run code; that refusal (or a file that is no pickle at all) comes back as a
+    `ValueError` naming the file.
+    """
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # mmap needs the zipfile format; old pickles load without it
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(
+            f"{path}: not a checkpoint of tensors ({type(err).__name__}: {err})"
+        ) from err
 
 
 def resolve(path_or_id: str | Path, keep: Callable[[str], bool] | None = None) -> Path:
@@ -149,7 +163,7 @@ def _is_state_dict(obj: Mapping) -> bool:
     return bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
-__all__ = ["read_checkpoint", "resolve", "shard_files"]
+__all__ = ["load_pickle", "read_checkpoint", "resolve", "save", "shard_files"]
 
 
 def save(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:

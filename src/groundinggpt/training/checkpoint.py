@@ -1,4 +1,7 @@
-"""Load model weights from a Lightning checkpoint or a safetensors file (safe loading only)."""
+"""This project's checkpoints: load model weights (Lightning ``.ckpt`` or ``.safetensors``,
+strict, LoRA merged) and check resume paths. Files are opened by `groundinggpt.convert.io`
+(safe loading only); `groundinggpt.build.build_model` is the one caller that loads weights
+into a model for train (``init_from``), eval, infer and the demo (``ckpt_path``)."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from groundinggpt.convert.io import load_pickle, read_checkpoint
 from groundinggpt.training.lora import apply_lora, has_lora_keys, merge_lora
 
 log = logging.getLogger(__name__)
@@ -49,19 +53,12 @@ def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(path)), {}
+        return read_checkpoint(path), {}
     if _looks_like_safetensors(path):
         raise ValueError(
             f"{path} is a safetensors file: name it {path.with_suffix('.safetensors')}"
         )
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # weights_only refuses pickled code: say which file and why
-        raise ValueError(
-            f"{path}: not a checkpoint of tensors ({type(err).__name__}: {err})"
-        ) from err
+    ckpt = load_pickle(path)
     if not isinstance(ckpt, dict):
         raise ValueError(
             f"{path}: a checkpoint holds a dict of tensors, not a {type(ckpt).__name__}"

@@ -14,7 +14,6 @@ import torch.distributed as dist
 from groundinggpt.grounding.tasks import GroundingMetrics
 from groundinggpt.models.generation import decode_answers, generate_answers, generate_tokens
 from groundinggpt.models.grounding_model import GroundingGPT, region_inputs, zero_term
-from groundinggpt.training.checkpoint import load_weights
 from groundinggpt.training.lora import lora_settings
 from groundinggpt.training.precision import (
     cast_frozen_encoders,
@@ -53,9 +52,6 @@ class GroundingLitModule(L.LightningModule):
         trainable: kwargs of :func:`apply_trainability` (what trains in this stage).
         warmup_ratio: share of the optimisation steps spent in linear warm-up.
         generation: kwargs of ``generate`` during validation/test (``max_new_tokens``...).
-        init_from: checkpoint whose model weights start this run (the previous stage);
-            unlike ``ckpt_path`` it restores no optimizer or loop state. A LoRA checkpoint is
-            merged into plain weights first, so the next stage may use LoRA again or not.
         num_plot_samples: how many validation predictions to keep for the picture.
         gradient_checkpointing: recompute activations in the backward pass: ``{llm: bool,
             adapters: bool}`` (``true`` = both), independent of the distributed strategy;
@@ -89,7 +85,6 @@ class GroundingLitModule(L.LightningModule):
         trainable: Mapping[str, Any] | None = None,
         warmup_ratio: float = 0.03,
         generation: Mapping[str, Any] | None = None,
-        init_from: str | None = None,
         num_plot_samples: int = 8,
         gradient_checkpointing: bool | str | Mapping[str, bool] = False,
         frozen_dtype: str | None = "auto",
@@ -105,8 +100,6 @@ class GroundingLitModule(L.LightningModule):
         self.warmup_ratio = warmup_ratio
         self.generation = dict(generation or {"max_new_tokens": 32})
         self.num_plot_samples = num_plot_samples
-        if init_from:
-            load_weights(self.model, init_from)
         spec = dict(trainable or {})
         self.trainable_counts = apply_trainability(self.model, **spec)
         keep_trainable_fp32(self.model)
