@@ -46,6 +46,7 @@ __all__ = [
     "AnnotationFileError",
     "ConversationDataset",
     "GroundingCollator",
+    "RecordEncoder",
     "SampleError",
     "read_records",
 ]
@@ -63,108 +64,51 @@ def _reason_of(err: Exception) -> str:
     return "malformed_record"  # KeyError / TypeError / ValueError from a record's structure
 
 
-class ConversationDataset(Dataset):
-    """Records -> token ids, labels and decoded media, one sample per record.
+class RecordEncoder:
+    """One record -> token ids, labels and decoded media: the encoding training and evaluation
+    share (`ConversationDataset` over annotation files, the benchmark dataset of ``eval.py``
+    over benchmark samples).
+
+    Cheap text checks (conversation structure, media keys against placeholders, box/span
+    syntax) run before any media is decoded.
 
     Args:
-        path: JSON list or JSONL of ``{"id", "image"|"video"|"sound", "conversations"}`` records
-            (read lazily, see `RecordStore`), or the records themselves (a list of dicts, e.g.
-            from a benchmark reader).
-        media_root: folder the records' media paths are relative to, or one folder per
-            modality (``{"image": ..., "video": ..., "audio": ...}``).
         formatter: renders and tokenises the conversation.
         processors: ``{"image": ImageProcessor, ...}``: path -> tensor per modality.
         max_length: longest token sequence. Longer conversations keep their longest prefix
-            of whole turns that fits; one whose first answer or media does not fit is skipped.
-        task: task name for records that carry none (``rec``, ``vtg``, ``caption``...).
-        name: dataset name used in logs and counts (defaults to the file stem).
-        on_error: ``"skip"`` returns ``{"skipped": reason, ...}`` for a bad record (the
-            collator reports it) or ``"raise"`` raises `SampleError`.
-        check_grounding: reject records whose boxes/spans are malformed (see
-            :func:`check_grounding_text`; strict except in chat tasks, `is_chat_task`).
-        allow_absolute_media_paths: use record media paths as given. By default a path must
-            lie inside its media root after normalisation and symlink resolution (see
-            `confined_path`), else the record is skipped as ``path_outside_root``; with this
-            switch absolute paths, and relative ones leaving the root (e.g. through
-            symlinked folders), are accepted.
-
-    Raises:
-        AnnotationFileError: ``path`` is empty, not UTF-8 or not a list of records.
+            of whole turns that fits; one whose first answer or media does not fit is refused.
+        media_roots: folder the media paths are relative to, per modality.
+        check_grounding: refuse records whose boxes/spans are malformed.
+        allow_absolute_media_paths: use media paths as given instead of confining them to
+            their media root.
 
     Example:
-        >>> ds = ConversationDataset("annotations/rec_train.json", root, fmt, {"image": proc}, 512)
-        >>> ds[0]["input_ids"][:5]
+        >>> encode = RecordEncoder(fmt, {"image": proc}, 512, {"image": Path("data")})
+        >>> encode(record, task="rec", dataset="rec_train")["input_ids"][:5]
     """
 
     def __init__(
         self,
-        path: str | Path | Sequence[Mapping[str, Any]],
-        media_root: str | Path | Mapping[str, str | Path],
         formatter: ConversationFormatter,
         processors: Mapping[str, Callable[[Path], torch.Tensor]],
         max_length: int,
-        task: str | None = None,
-        name: str | None = None,
-        on_error: str = "skip",
+        media_roots: Mapping[str, Path],
         check_grounding: bool = True,
         allow_absolute_media_paths: bool = False,
     ) -> None:
-        if on_error not in ("skip", "raise"):
-            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
-        if isinstance(path, (str, Path)):
-            self.path, self.records = Path(path), RecordStore(path)
-        else:
-            self.path, self.records = Path(name or "records"), list(path)
-        self.media_roots = self._roots(media_root, formatter)
         self.formatter = formatter
         self.processors = dict(processors)
         self.max_length = max_length
-        self.task = task
-        self.name = name or self.path.stem
-        self.on_error = on_error
+        self.media_roots = dict(media_roots)
         self.check_grounding = check_grounding
         self.allow_absolute_media_paths = bool(allow_absolute_media_paths)
         self._record_keys = {s.record_key for s in formatter.specs.values()}
         self._placeholders = {s.placeholder for s in formatter.specs.values()}
-        self._logged: Counter[str] = Counter()
 
-    @staticmethod
-    def _roots(
-        media_root: str | Path | Mapping[str, str | Path], formatter: ConversationFormatter
-    ) -> dict[str, Path]:
-        if isinstance(media_root, (str, Path)):
-            return dict.fromkeys(formatter.specs, Path(media_root))
-        missing = set(formatter.specs) - set(media_root)
-        if missing:
-            raise ValueError(f"media_root has no folder for modalities {sorted(missing)}")
-        return {m: Path(media_root[m]) for m in formatter.specs}
-
-    @property
-    def media_root(self) -> Path:
-        """The common media folder (the first modality's, when they differ)."""
-        return next(iter(self.media_roots.values()))
-
-    def __len__(self) -> int:
-        return len(self.records)
-
-    def task_of(self, record: Mapping[str, Any]) -> str:
-        return record.get("task") or self.task or "unknown"
-
-    def length(self, index: int) -> int:
-        """Tokens of record ``index`` once encoded (at most ``max_length``), media not decoded.
-
-        For length-grouped batching; a record that cannot be encoded counts 0 (it is skipped,
-        and counted, when it is read for training).
-        """
-        try:
-            ids, _ = self.formatter.encode(check_conversations(self.records[index]))
-        except (SampleError, KeyError, TypeError, ValueError):
-            return 0
+    def length(self, record: Mapping[str, Any]) -> int:
+        """Tokens of ``record`` once encoded (at most ``max_length``), media not decoded."""
+        ids, _ = self.formatter.encode(check_conversations(record))
         return min(len(ids), self.max_length)
-
-    def reference(self, index: int) -> str:
-        """The first answer of record ``index`` (the target that evaluation compares with)."""
-        return self.records[index]["conversations"][1]["value"]
 
     def _media_paths(self, record: Mapping[str, Any], convs: list) -> dict[str, Path]:
         """Modality -> file of the record, after checking placeholders against media keys."""
@@ -222,12 +166,19 @@ class ConversationDataset(Dataset):
             raise SampleError("too_long", f"a media block lies after max_length {self.max_length}")
         return ids[:cut], labels[:cut], True
 
-    def _build(self, index: int) -> dict[str, Any]:
-        record = self.records[index]
+    def __call__(
+        self, record: Mapping[str, Any], task: str, dataset: str, index: int = 0
+    ) -> dict[str, Any]:
+        """The sample of ``record`` (of ``task``, from ``dataset``, at ``index`` there).
+
+        Raises:
+            SampleError, MediaError, KeyError, TypeError, ValueError: the record cannot become
+                a sample (the dataset turns these into counted skips or raises them).
+        """
         convs = check_conversations(record)
         check_modalities(record, self._record_keys, self._placeholders)
         if self.check_grounding:  # number lists in free chat are text, not boxes
-            strict = not is_chat_task(self.task_of(record))
+            strict = not is_chat_task(task)
             for turn in convs:
                 check_grounding_text(turn["value"], strict=strict)
         paths = self._media_paths(record, convs)
@@ -240,8 +191,8 @@ class ConversationDataset(Dataset):
         first_answer = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
         sample = {
             "id": str(record.get("id", index)),
-            "task": self.task_of(record),
-            "dataset": self.name,
+            "task": task,
+            "dataset": dataset,
             "input_ids": input_ids,
             "labels": labels,
             "prompt_ids": input_ids[:first_answer],
@@ -303,6 +254,115 @@ class ConversationDataset(Dataset):
         first_answer = next(i for i, lab in enumerate(kept_labels) if lab != IGNORE_INDEX)
         n_prompt = kept_ids[:first_answer].count(region_id)
         return torch.tensor(fractions[:n_kept], dtype=torch.float32), n_prompt
+
+
+class ConversationDataset(Dataset):
+    """Records -> token ids, labels and decoded media, one sample per record.
+
+    Args:
+        path: JSON list or JSONL of ``{"id", "image"|"video"|"sound", "conversations"}`` records
+            (read lazily, see `RecordStore`), or the records themselves (a list of dicts, e.g.
+            from a benchmark reader).
+        media_root: folder the records' media paths are relative to, or one folder per
+            modality (``{"image": ..., "video": ..., "audio": ...}``).
+        formatter: renders and tokenises the conversation.
+        processors: ``{"image": ImageProcessor, ...}``: path -> tensor per modality.
+        max_length: longest token sequence. Longer conversations keep their longest prefix
+            of whole turns that fits; one whose first answer or media does not fit is skipped.
+        task: task name for records that carry none (``rec``, ``vtg``, ``caption``...).
+        name: dataset name used in logs and counts (defaults to the file stem).
+        on_error: ``"skip"`` returns ``{"skipped": reason, ...}`` for a bad record (the
+            collator reports it) or ``"raise"`` raises `SampleError`.
+        check_grounding: reject records whose boxes/spans are malformed (see
+            :func:`check_grounding_text`; strict except in chat tasks, `is_chat_task`).
+        allow_absolute_media_paths: use record media paths as given. By default a path must
+            lie inside its media root after normalisation and symlink resolution (see
+            `confined_path`), else the record is skipped as ``path_outside_root``; with this
+            switch absolute paths, and relative ones leaving the root (e.g. through
+            symlinked folders), are accepted.
+
+    Raises:
+        AnnotationFileError: ``path`` is empty, not UTF-8 or not a list of records.
+
+    Example:
+        >>> ds = ConversationDataset("annotations/rec_train.json", root, fmt, {"image": proc}, 512)
+        >>> ds[0]["input_ids"][:5]
+    """
+
+    def __init__(
+        self,
+        path: str | Path | Sequence[Mapping[str, Any]],
+        media_root: str | Path | Mapping[str, str | Path],
+        formatter: ConversationFormatter,
+        processors: Mapping[str, Callable[[Path], torch.Tensor]],
+        max_length: int,
+        task: str | None = None,
+        name: str | None = None,
+        on_error: str = "skip",
+        check_grounding: bool = True,
+        allow_absolute_media_paths: bool = False,
+    ) -> None:
+        if on_error not in ("skip", "raise"):
+            raise ValueError(f"on_error must be 'skip' or 'raise', got {on_error!r}")
+        if isinstance(path, (str, Path)):
+            self.path, self.records = Path(path), RecordStore(path)
+        else:
+            self.path, self.records = Path(name or "records"), list(path)
+        self.encoder = RecordEncoder(
+            formatter,
+            processors,
+            max_length,
+            self._roots(media_root, formatter),
+            check_grounding,
+            allow_absolute_media_paths,
+        )
+        self.formatter, self.processors = formatter, self.encoder.processors
+        self.max_length = max_length
+        self.task = task
+        self.name = name or self.path.stem
+        self.on_error = on_error
+        self._logged: Counter[str] = Counter()
+
+    @staticmethod
+    def _roots(
+        media_root: str | Path | Mapping[str, str | Path], formatter: ConversationFormatter
+    ) -> dict[str, Path]:
+        if isinstance(media_root, (str, Path)):
+            return dict.fromkeys(formatter.specs, Path(media_root))
+        missing = set(formatter.specs) - set(media_root)
+        if missing:
+            raise ValueError(f"media_root has no folder for modalities {sorted(missing)}")
+        return {m: Path(media_root[m]) for m in formatter.specs}
+
+    @property
+    def media_root(self) -> Path:
+        """The common media folder (the first modality's, when they differ)."""
+        return next(iter(self.encoder.media_roots.values()))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def task_of(self, record: Mapping[str, Any]) -> str:
+        return record.get("task") or self.task or "unknown"
+
+    def length(self, index: int) -> int:
+        """Tokens of record ``index`` once encoded (at most ``max_length``), media not decoded.
+
+        For length-grouped batching; a record that cannot be encoded counts 0 (it is skipped,
+        and counted, when it is read for training).
+        """
+        try:
+            return self.encoder.length(self.records[index])
+        except (SampleError, KeyError, TypeError, ValueError):
+            return 0
+
+    def reference(self, index: int) -> str:
+        """The first answer of record ``index`` (the target that evaluation compares with)."""
+        return self.records[index]["conversations"][1]["value"]
+
+    def _build(self, index: int) -> dict[str, Any]:
+        record = self.records[index]
+        return self.encoder(record, self.task_of(record), self.name, index)
 
     def _skip(self, index: int, err: Exception) -> dict[str, Any]:
         reason = _reason_of(err)

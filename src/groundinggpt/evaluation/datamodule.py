@@ -12,6 +12,7 @@ import logging
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -19,7 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from groundinggpt.data.conversation import ConversationFormatter
-from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
+from groundinggpt.data.dataset import GroundingCollator, RecordEncoder
 from groundinggpt.data.segmentation import SegmentationProcessor
 from groundinggpt.evaluation.benchmarks import (
     BENCHMARK_TASKS,
@@ -101,24 +102,17 @@ class BenchmarkDataset(Dataset):
         self.processors = dict(processors)
         self.max_length = max_length
         self.on_error = on_error
+        # Benchmark media paths are absolute, so the root "/" leaves them as they are.
+        self.encode = RecordEncoder(
+            formatter, self.processors, max_length, dict.fromkeys(formatter.specs, Path("/"))
+        )
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def _build(self, sample: BenchmarkSample) -> dict[str, Any]:
         sample = complete_meta(sample)
-        # Media paths are absolute, so the root "/" leaves them as they are.
-        records = ConversationDataset(
-            [sample.to_record()],
-            "/",
-            self.formatter,
-            self.processors,
-            self.max_length,
-            task=sample.task,
-            name=sample.id,
-            on_error="raise",
-        )
-        item = records[0]
+        item = self.encode(sample.to_record(), sample.task, dataset=sample.id)
         item["sample"] = sample
         return item
 
