@@ -207,3 +207,30 @@ def test_end_to_end_on_written_images(tmp_path: Path) -> None:
     result = score(full, full.reference())
     assert result["score"] == pytest.approx(1.0, abs=0.05)
     assert result["prediction"] == pytest.approx([3.0, 2.0, 40.0, 20.0], abs=1.0)
+
+
+def test_eval_and_training_validation_count_with_the_task_registry_metrics() -> None:
+    """eval.py's metrics are the registry's classes, fed in original units: the same answers
+    give the same rates as training validation (fractions of the video) gives."""
+    from groundinggpt.grounding.tasks import REGISTRY, GroundingMetrics
+
+    validation = GroundingMetrics()
+    for task in ("rec", "sl", "vtg", "pope"):
+        assert type(BenchmarkMetrics(task).rates) is type(validation.metrics[task])
+        assert REGISTRY[task].update_scored is not None
+    answers = ["{0.0, 0.4}", "{0.1, 0.9}", "{0.5, 1.0}", "no span", "{0.2, 0.6}"]
+    targets = [[0.0, 0.5], [0.2, 0.8], [0.0, 0.3], [0.1, 0.2], [0.2, 0.6]]
+    bench = BenchmarkMetrics("vtg", thresholds=(0.3, 0.5, 0.7))
+    bench.update([score(_vtg([a * 20 for a in t], 20.0, str(i)), out)
+                  for i, (out, t) in enumerate(zip(answers, targets, strict=True))])  # fmt: skip
+    validation.update(["vtg"] * 5, answers, [f"{{{a}, {b}}}" for a, b in targets])
+    got, want = compute_quietly(bench), validation.compute()
+    for key in ("r1@0.3", "r1@0.5", "r1@0.7", "miou", "count"):
+        assert got[f"vtg/{key}"] == pytest.approx(want[f"vtg/{key}"], abs=1e-9), key
+    assert got["vtg/unparsed"] == 1.0 and 0.0 < got["vtg/r1@0.5"] < 1.0
+    pope = BenchmarkMetrics("pope")
+    pope.update([score(_pope(label, str(i)), out) for i, (label, out) in
+                 enumerate([("yes", "Yes."), ("no", "Yes."), ("no", "No."), ("yes", None)])])  # fmt: skip
+    pope_values = compute_quietly(pope)
+    assert pope_values["pope/accuracy"] == 0.5 and pope_values["pope/yes_ratio"] == 0.5
+    assert pope_values["pope/skipped"] == 1.0 and pope_values["pope/count"] == 4.0

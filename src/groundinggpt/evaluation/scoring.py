@@ -33,12 +33,8 @@ from groundinggpt.evaluation.mask_scoring import MaskBenchmarkMetrics, score_mas
 from groundinggpt.evaluation.sample import MASK_TASKS
 from groundinggpt.grounding.format import box_iou, parse_box, parse_span, pope_answer, span_iou
 from groundinggpt.grounding.geometry import box_from_padded
-from groundinggpt.grounding.metrics import (
-    _ratio,
-    pope_rates,
-    threshold_hits,
-    threshold_rates,
-)
+from groundinggpt.grounding.metrics import _ratio, threshold_hits
+from groundinggpt.grounding.tasks import REGISTRY
 
 # The benchmark tasks this module scores in original units (eval.py); training validation
 # scores every task of the registry in groundinggpt.grounding.tasks.
@@ -168,6 +164,12 @@ def score(
 class BenchmarkMetrics(Metric):
     """Benchmark metrics of one task from `score` results; sum states, exact under DDP.
 
+    The rates come from the task's own metric of the registry
+    (`groundinggpt.grounding.tasks`: `BoxAccuracy`, `TemporalGroundingRecall`, `PopeMetrics`,
+    the classes training validation uses), fed with the scores in original units through the
+    task's ``update_scored``; this class adds the benchmark's counts and, for ``sl``, VGGSS's
+    cIoU share and AUC.
+
     Keys (no split prefix): ``rec/acc@0.3`` ... ``rec/acc@0.9``, ``rec/miou``;
     ``sl/acc@0.5``, ``sl/miou``, ``sl/ciou`` (share of samples with cIoU >= 0.5),
     ``sl/auc`` (area under that share over cIoU thresholds 0, 0.05, ..., 1);
@@ -177,7 +179,7 @@ class BenchmarkMetrics(Metric):
     unparsed sample is a miss (IoU 0; for POPE a wrong answer that is not a "yes").
 
     Args:
-        task: ``"rec"``, ``"sl"``, ``"vtg"`` or ``"pope"``.
+        task: a registered task that eval.py scores (`SCORED_TASKS`).
         thresholds: IoU thresholds (default: `DEFAULT_THRESHOLDS` of the task).
         **kwargs: passed to `torchmetrics.Metric`.
 
@@ -198,16 +200,13 @@ class BenchmarkMetrics(Metric):
         if task not in SCORED_TASKS:
             raise ValueError(f"task must be one of {SCORED_TASKS}, got {task!r}")
         self.task = task
+        entry = REGISTRY[task]
         self.thresholds = tuple(thresholds or DEFAULT_THRESHOLDS.get(task, ()))
+        family = {entry.thresholds: self.thresholds} if entry.thresholds else {}
+        self.rates = entry.metric(family, **kwargs)  # the registry's metric of the task
+        self.update_scored = entry.update_scored
         for name in ("total", "skipped", "unparsed"):
             self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-        if task == "pope":
-            for name in ("tp", "fp", "tn", "fn", "miss_pos", "miss_neg"):
-                self.add_state(name, torch.zeros((), dtype=torch.long), dist_reduce_fx="sum")
-            return
-        n = len(self.thresholds)
-        self.add_state("hits", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("iou_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if task == "sl":
             k = len(CIOU_THRESHOLDS)
             self.add_state("ciou_hits", torch.zeros(k, dtype=torch.long), dist_reduce_fx="sum")
@@ -218,49 +217,27 @@ class BenchmarkMetrics(Metric):
             raise ValueError(f"results of another task than {self.task!r}: ids {wrong[:5]}")
         if not results:
             return
+        self.update_scored(self.rates, results)
         self.total += len(results)
         self.skipped += sum(bool(r.get("skipped")) for r in results)
         self.unparsed += sum(bool(r.get("unparsed")) for r in results)
-        if self.task == "pope":
-            self._update_pope(results)
-            return
-        iou = torch.tensor([float(r["score"]) for r in results], dtype=torch.float64)  # (N,)
-        self.hits += threshold_hits(iou.to(self.device), self.thresholds)  # (K,)
-        self.iou_sum += iou.sum().to(self.device)
         if self.task == "sl":
             ciou = torch.tensor([float(r.get("ciou", 0.0)) for r in results], dtype=torch.float64)
             self.ciou_hits += threshold_hits(ciou.to(self.device), CIOU_THRESHOLDS)  # (21,)
 
-    def _update_pope(self, results: Sequence[dict[str, Any]]) -> None:
-        for r in results:
-            pred, target = r.get("prediction"), r.get("target")
-            if target not in ("yes", "no"):
-                raise ValueError(f"POPE result {r.get('id')!r} has target {target!r}")
-            if pred is None:  # skipped: wrong, and not a "yes"
-                name = "miss_pos" if target == "yes" else "miss_neg"
-            elif pred == "yes":
-                name = "tp" if target == "yes" else "fp"
-            else:
-                name = "fn" if target == "yes" else "tn"
-            setattr(self, name, getattr(self, name) + 1)
+    def reset(self) -> None:
+        super().reset()
+        self.rates.reset()
 
-    def _counts(self) -> dict[str, torch.Tensor]:
-        t = self.task
-        return {
-            f"{t}/count": self.total.to(torch.float64),
-            f"{t}/skipped": self.skipped.to(torch.float64),
-            f"{t}/unparsed": self.unparsed.to(torch.float64),
-        }
+    def merge_state(self, incoming_state) -> None:
+        """Sum another instance's states into this one's, the task metric's included."""
+        if isinstance(incoming_state, BenchmarkMetrics):
+            self.rates.merge_state(incoming_state.rates)
+        super().merge_state(incoming_state)
 
     def compute(self) -> dict[str, torch.Tensor]:
         t = self.task
-        if t == "pope":
-            rates = pope_rates(self.tp, self.fp + self.miss_neg, self.tn, self.fn + self.miss_pos)
-            rates["yes_ratio"] = _ratio(self.tp + self.fp, self.total)
-        else:
-            prefix = "r1" if t == "vtg" else "acc"
-            rates = threshold_rates(self.hits, self.total, self.thresholds, prefix)
-            rates["miou"] = _ratio(self.iou_sum, self.total)
+        rates = {k: v for k, v in self.rates.compute().items() if k != "unparsed"}
         if t == "sl":
             share = [_ratio(h, self.total) for h in self.ciou_hits]  # (21,) shares
             rates["ciou"] = share[CIOU_THRESHOLDS.index(CIOU_HIT)]
@@ -268,7 +245,10 @@ class BenchmarkMetrics(Metric):
                 torch.stack(share),
                 torch.tensor(CIOU_THRESHOLDS, dtype=torch.float64, device=self.device),
             )
-        return {f"{t}/{k}": v for k, v in rates.items()} | self._counts()
+        counts = {"count": self.total, "skipped": self.skipped, "unparsed": self.unparsed}
+        return {f"{t}/{k}": v for k, v in rates.items()} | {
+            f"{t}/{k}": v.to(torch.float64) for k, v in counts.items()
+        }
 
 
 def task_metrics(

@@ -52,6 +52,11 @@ class GroundingTask:
         headline: the key of the rate the run report tests against the baseline.
         baseline: parsed training targets -> the constant answer text of the trivial
             baseline (e.g. the mean box).
+        update_scored: feeds the same metric with answers already scored in the benchmark's
+            own units (``eval.py``: `groundinggpt.evaluation.scoring.score` results, dicts
+            with ``score`` = IoU, or ``prediction`` / ``target`` = "yes"/"no"/None), so that
+            training validation and evaluation count with one metric class per task.
+        thresholds: the threshold family of the task (``"box"`` or ``"span"``; None: none).
     """
 
     name: str
@@ -59,6 +64,8 @@ class GroundingTask:
     metric: Callable[..., Metric]
     headline: str
     baseline: Callable[[Sequence[Any]], str]
+    update_scored: Callable[[Metric, Sequence[Mapping[str, Any]]], None] | None = None
+    thresholds: str | None = None
 
 
 REGISTRY: dict[str, GroundingTask] = {}
@@ -80,6 +87,20 @@ def _mean_row(rows: Sequence[Sequence[float]]) -> list[float]:
     return torch.tensor(rows, dtype=torch.float64).mean(0).tolist()
 
 
+def _update_iou(metric: Metric, results: Sequence[Mapping[str, Any]]) -> None:
+    """IoU tasks: each result's ``score`` is its IoU in original units (0 for a miss)."""
+    metric.update_iou(torch.tensor([float(r["score"]) for r in results], dtype=torch.float64))
+
+
+def _update_yes_no(metric: Metric, results: Sequence[Mapping[str, Any]]) -> None:
+    """Yes/no tasks: ``prediction`` "yes"/"no" (None: skipped, a miss), ``target`` "yes"/"no"."""
+    for r in results:
+        if r.get("target") not in ("yes", "no"):
+            raise ValueError(f"result {r.get('id')!r} has yes/no target {r.get('target')!r}")
+    preds = [None if r.get("prediction") is None else r["prediction"] == "yes" for r in results]
+    metric.update(preds, [r["target"] == "yes" for r in results])
+
+
 for _name in ("rec", "sl"):
     register_task(
         GroundingTask(
@@ -88,6 +109,8 @@ for _name in ("rec", "sl"):
             lambda thresholds, **kw: BoxAccuracy(thresholds["box"], **kw),
             "acc@0.5",
             lambda targets: format_box(_mean_row(targets)),
+            _update_iou,
+            "box",
         )
     )
 register_task(
@@ -97,11 +120,13 @@ register_task(
         lambda thresholds, **kw: TemporalGroundingRecall(thresholds["span"], **kw),
         "r1@0.5",
         lambda targets: format_span(_mean_row(targets)),
+        _update_iou,
+        "span",
     )
 )
 register_task(
     GroundingTask("pope", parse_yes_no, lambda thresholds, **kw: PopeMetrics(**kw), "accuracy",
-                  lambda targets: "Yes.")
+                  lambda targets: "Yes.", _update_yes_no)
 )  # fmt: skip
 
 
