@@ -21,7 +21,7 @@ def test_experiment_composes_and_instantiates(experiment, make_cfg):
 
     cfg = make_cfg([f"experiment={experiment}"])
     # Variants (stage2_fine_learn) reuse their stage: the name starts with it.
-    assert cfg.data.stage == cfg.stage.name and experiment.startswith(cfg.stage.name)
+    assert cfg.data.train_stage == cfg.stage.name and experiment.startswith(cfg.stage.name)
     module, dm, trainer = build(cfg)
     dm.setup()
     assert len(dm.datasets["train"]) > 0 and len(dm.datasets["val"]) == len(cfg.data.val) > 0

@@ -40,7 +40,7 @@ def _datamodule(root: Path, records: list[dict]) -> GroundingDataModule:
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     return GroundingDataModule(
         tok, str(root), {"a": {"file": "a.json", "task": "caption"}}, {"s": {"a": 1.0}},
-        stage="s", val=[], processors={"image": lambda p: torch.zeros(3, 4, 4)},
+        train_stage="s", val=[], processors={"image": lambda p: torch.zeros(3, 4, 4)},
         media_tokens={"image": 2}, batch_size=4, max_length=64, seed=0,
     )  # fmt: skip
 

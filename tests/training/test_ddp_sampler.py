@@ -51,7 +51,7 @@ def _datamodule(root: Path, bad: tuple[int, ...] = (5,)) -> GroundingDataModule:
     tok.add_special_tokens({"additional_special_tokens": SPECIAL_TOKENS})
     return GroundingDataModule(
         tok, str(root), {"a": {"file": "a.json", "task": "caption"}}, {"s": {"a": 1.0}},
-        stage="s", val=[], processors={}, media_tokens={"image": 2}, batch_size=2,
+        train_stage="s", val=[], processors={}, media_tokens={"image": 2}, batch_size=2,
         max_length=64, seed=0,
     )  # fmt: skip
 

@@ -50,7 +50,7 @@ def text_datamodule(root: Path, sizes: dict[str, int], replay_ratio: float = 0.0
     names = list(sizes)
     stages = {"s1": {names[-1]: 1.0}, "s2": {n: 1.0 + (i == 1) for i, n in enumerate(names[:-1])}}
     return GroundingDataModule(
-        tok, str(root), catalog, stages, stage="s2", val=[], processors={},
+        tok, str(root), catalog, stages, train_stage="s2", val=[], processors={},
         media_tokens={"image": 2}, replay_ratio=replay_ratio, max_length=64, seed=3, **kwargs
     )  # fmt: skip
 

@@ -12,8 +12,8 @@ import lightning as L
 from torch.utils.data import ConcatDataset, DataLoader
 
 from groundinggpt.data.conversation import ConversationFormatter
-from groundinggpt.data.dataset import ConversationDataset, GroundingCollator
-from groundinggpt.data.mixture import MixtureSampler
+from groundinggpt.data.dataset import ConversationDataset, GroundingCollator, resolve_media_roots
+from groundinggpt.data.mixture import EpochPosition, MixtureSampler, plan_stage
 from groundinggpt.data.records import SampleError
 from groundinggpt.data.segmentation import record_first_mask
 from groundinggpt.modalities import modality_specs
@@ -31,7 +31,8 @@ class GroundingDataModule(L.LightningDataModule):
             ``file`` is relative to ``root``; ``media_root`` (a folder, or one per modality)
             overrides the module's ``media_root`` for that dataset.
         stages: ``{stage: {name: weight}}`` training mixtures, in stage order.
-        stage: the stage to train; it replays the datasets of every earlier stage.
+        train_stage: the stage to train; it replays the datasets of every earlier stage
+            (`plan_stage`). Named apart from Lightning's ``setup(stage)`` (fit/validate/test).
         replay_ratio: share of each training epoch drawn from earlier stages (0 turns it off).
         val, test: names of the evaluation datasets.
         processors: ``{"image": ImageProcessor, "video": ..., "audio": ...}``.
@@ -58,7 +59,7 @@ class GroundingDataModule(L.LightningDataModule):
 
     Example:
         >>> dm = GroundingDataModule(tok, root, catalog={"rec": {"file": "rec.json", "task": "rec"}},
-        ...                          stages={"stage2_fine": {"rec": 1.0}}, stage="stage2_fine", ...)
+        ...                          stages={"stage2_fine": {"rec": 1.0}}, train_stage="stage2_fine", ...)
     """
 
     def __init__(
@@ -67,7 +68,7 @@ class GroundingDataModule(L.LightningDataModule):
         root: str,
         catalog: Mapping[str, Mapping[str, Any]],
         stages: Mapping[str, Mapping[str, float]],
-        stage: str,
+        train_stage: str,
         val: list[str],
         processors: Mapping[str, Callable],
         media_tokens: Mapping[str, int],
@@ -97,27 +98,15 @@ class GroundingDataModule(L.LightningDataModule):
             )
         self.tokenizer = tokenizer
         self.root = Path(root)
-        if stage not in stages:
-            raise ValueError(f"stage {stage!r} has no mixture; data config has {list(stages)}")
-        order = list(stages)
-        # A weight of 0 leaves a dataset out (an experiment narrowing the merged mixture).
-        self.weights = {n: float(w) for n, w in stages[stage].items() if float(w) > 0}
-        earlier = [n for s in order[: order.index(stage)] for n, w in stages[s].items() if w]
-        replay = [n for n in dict.fromkeys(earlier) if n not in self.weights]
-        replay = replay if replay_ratio > 0 else []
-        self.splits = {
-            "train": list(self.weights),
-            "replay": replay,
-            "val": list(val),
-            "test": list(test or []),
-        }
-        unknown = {n for names in self.splits.values() for n in names} - set(catalog)
-        if unknown:
-            raise ValueError(f"datasets {sorted(unknown)} are not in the data catalog")
+        self.plan = plan_stage(stages, train_stage, catalog, val, test or [], replay_ratio)
+        self.weights, self.splits = self.plan.weights, self.plan.splits
         self.catalog = {k: dict(v) for k, v in catalog.items()}
         self.processors = dict(processors)
         self.formatter = ConversationFormatter(
             tokenizer, modality_specs(media_tokens), system, media_after_text
+        )
+        self.media_roots = resolve_media_roots(
+            media_root if media_root is not None else self.root, self.formatter.specs
         )
         self.collate = GroundingCollator(tokenizer.pad_token_id)
         self.train_collate = GroundingCollator(tokenizer.pad_token_id, pack_length)
@@ -131,11 +120,10 @@ class GroundingDataModule(L.LightningDataModule):
         self.seed = seed
         self.on_error = on_error
         self.synthetic = dict(synthetic) if synthetic else None
-        self.media_root = media_root if media_root is not None else str(self.root)
         self.check_grounding = check_grounding
         self.allow_absolute_media_paths = allow_absolute_media_paths
         self.datasets: dict[str, dict[str, ConversationDataset]] = {}
-        self._resume: dict[str, int] | None = None
+        self.position = EpochPosition()
 
     def prepare_data(self) -> None:
         if self.synthetic is not None:
@@ -146,7 +134,7 @@ class GroundingDataModule(L.LightningDataModule):
     def _dataset(self, name: str, spec: Mapping[str, Any]) -> ConversationDataset:
         return ConversationDataset(
             self.root / spec["file"],
-            self._media_roots(spec.get("media_root")),
+            resolve_media_roots(self.media_roots, self.formatter.specs, spec.get("media_root")),
             self.formatter,
             self.processors,
             self.max_length,
@@ -156,15 +144,6 @@ class GroundingDataModule(L.LightningDataModule):
             check_grounding=self.check_grounding,
             allow_absolute_media_paths=self.allow_absolute_media_paths,
         )
-
-    def _media_roots(self, override: str | Mapping[str, str] | None) -> dict[str, str]:
-        """The module's media folders per modality, updated by a dataset's own."""
-        roots = self.media_root
-        if isinstance(roots, str):
-            roots = dict.fromkeys(self.formatter.specs, roots)
-        if isinstance(override, str):
-            return dict.fromkeys(self.formatter.specs, override)
-        return {**roots, **(override or {})}
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
@@ -191,17 +170,7 @@ class GroundingDataModule(L.LightningDataModule):
             num_replicas=trainer.world_size if trainer else None,
             rank=trainer.global_rank if trainer else None,
         )
-        if self._resume is not None:
-            if self._resume.get("total_size") not in (None, sampler.total_size):
-                log.warning(
-                    "the training mixture changed since the checkpoint (%s -> %d samples per "
-                    "epoch): the resumed epoch will not be exactly the remaining samples",
-                    self._resume["total_size"],
-                    sampler.total_size,
-                )
-            consumed = min(self._resume["consumed"], sampler.total_size)
-            sampler.start_at(self._resume["epoch"], consumed)
-            log.info("resuming epoch %d after %d samples", self._resume["epoch"], consumed)
+        self.position.start(sampler)
         return sampler
 
     def _mixture(self, num_replicas: int | None = 1, rank: int | None = 0) -> MixtureSampler:
@@ -240,19 +209,10 @@ class GroundingDataModule(L.LightningDataModule):
         trainer = self._trainer_or_none()
         if trainer is None or not self.datasets.get("train"):
             return {}
-        # `processed` counts batches that went through training_step, including the one whose
-        # on_train_batch_end is saving this checkpoint; prefetched batches are not counted.
-        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return {
-            "epoch": int(trainer.current_epoch),
-            "consumed": int(batches) * self.batch_size * int(trainer.world_size),
-            "total_size": self._mixture().total_size,
-            "seed": int(self.seed),
-        }
+        return EpochPosition.state(trainer, self.batch_size, self._mixture().total_size, self.seed)
 
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
-        if state_dict:
-            self._resume = {k: int(v) for k, v in state_dict.items()}
+        self.position.load(state_dict)
 
     def train_dataloader(self) -> DataLoader:
         main, replay = self.datasets["train"], self.datasets["replay"]

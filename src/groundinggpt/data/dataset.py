@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,7 @@ __all__ = [
     "RecordEncoder",
     "SampleError",
     "read_records",
+    "resolve_media_roots",
 ]
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,36 @@ def _reason_of(err: Exception) -> str:
     if isinstance(err, (SampleError, MediaError)):
         return err.kind
     return "malformed_record"  # KeyError / TypeError / ValueError from a record's structure
+
+
+def resolve_media_roots(
+    media_root: str | Path | Mapping[str, str | Path],
+    modalities: Iterable[str],
+    override: str | Path | Mapping[str, str | Path] | None = None,
+) -> dict[str, Path]:
+    """The media folder of each modality: ``media_root`` (one folder, or one per modality),
+    replaced by a dataset's own ``override`` (one folder for all, or some modalities').
+
+    Raises:
+        ValueError: a modality is left without a folder.
+
+    Example:
+        >>> resolve_media_roots("data", ["image", "video"], {"video": "/videos"})
+        {'image': PosixPath('data'), 'video': PosixPath('/videos')}
+    """
+    modalities = list(modalities)
+    if isinstance(media_root, (str, Path)):
+        roots = dict.fromkeys(modalities, media_root)
+    else:
+        roots = dict(media_root)
+    if isinstance(override, (str, Path)):
+        roots = dict.fromkeys(modalities, override)
+    elif override:
+        roots.update(override)
+    missing = set(modalities) - set(roots)
+    if missing:
+        raise ValueError(f"media_root has no folder for modalities {sorted(missing)}")
+    return {m: Path(roots[m]) for m in modalities}
 
 
 class RecordEncoder:
@@ -312,7 +343,7 @@ class ConversationDataset(Dataset):
             formatter,
             processors,
             max_length,
-            self._roots(media_root, formatter),
+            resolve_media_roots(media_root, formatter.specs),
             check_grounding,
             allow_absolute_media_paths,
         )
@@ -322,17 +353,6 @@ class ConversationDataset(Dataset):
         self.name = name or self.path.stem
         self.on_error = on_error
         self._logged: Counter[str] = Counter()
-
-    @staticmethod
-    def _roots(
-        media_root: str | Path | Mapping[str, str | Path], formatter: ConversationFormatter
-    ) -> dict[str, Path]:
-        if isinstance(media_root, (str, Path)):
-            return dict.fromkeys(formatter.specs, Path(media_root))
-        missing = set(formatter.specs) - set(media_root)
-        if missing:
-            raise ValueError(f"media_root has no folder for modalities {sorted(missing)}")
-        return {m: Path(media_root[m]) for m in formatter.specs}
 
     @property
     def media_root(self) -> Path:

@@ -1,14 +1,21 @@
-"""Stage mixtures: weighted datasets of this stage plus a replay share of earlier stages."""
+"""Stage mixtures: which datasets a stage reads (`plan_stage`), how an epoch draws from them
+(`MixtureSampler`: weighted datasets of this stage plus a replay share of earlier stages),
+and where a resumed run starts in its epoch (`EpochPosition`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
 from groundinggpt.data.packing import group_by_length
+
+log = logging.getLogger(__name__)
 
 
 def _draw(n: int, size: int, gen: torch.Generator) -> torch.Tensor:
@@ -165,3 +172,94 @@ def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
     if not 0 <= rank < num_replicas:
         raise ValueError(f"rank {rank} is outside [0, {num_replicas})")
     return int(num_replicas), int(rank)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """Which datasets a training stage reads: its own mixture, what it replays, what it scores.
+
+    Attributes:
+        weights: this stage's datasets -> epoch multiplier (only weights > 0).
+        splits: ``{"train", "replay", "val", "test"}`` -> dataset names.
+    """
+
+    weights: dict[str, float]
+    splits: dict[str, list[str]]
+
+
+def plan_stage(
+    stages: Mapping[str, Mapping[str, float]],
+    train_stage: str,
+    catalog: Mapping[str, Any],
+    val: Sequence[str] = (),
+    test: Sequence[str] = (),
+    replay_ratio: float = 0.0,
+) -> StagePlan:
+    """The datasets of ``train_stage``: its weighted mixture, and as replay every dataset of
+    the stages before it (in ``stages`` order) that it does not train itself.
+
+    A weight of 0 leaves a dataset out (an experiment narrowing a merged mixture); a
+    ``replay_ratio`` of 0 turns replay off.
+
+    Raises:
+        ValueError: an unknown stage, or a dataset that is not in ``catalog``.
+
+    Example:
+        >>> plan_stage({"s1": {"cap": 1}, "s2": {"rec": 1}}, "s2", {"cap": {}, "rec": {}},
+        ...            replay_ratio=0.05).splits["replay"]
+        ['cap']
+    """
+    if train_stage not in stages:
+        raise ValueError(f"stage {train_stage!r} has no mixture; data config has {list(stages)}")
+    order = list(stages)
+    weights = {n: float(w) for n, w in stages[train_stage].items() if float(w) > 0}
+    earlier = [n for s in order[: order.index(train_stage)] for n, w in stages[s].items() if w]
+    replay = [n for n in dict.fromkeys(earlier) if n not in weights] if replay_ratio > 0 else []
+    splits = {"train": list(weights), "replay": replay, "val": list(val), "test": list(test)}
+    unknown = {n for names in splits.values() for n in names} - set(catalog)
+    if unknown:
+        raise ValueError(f"datasets {sorted(unknown)} are not in the data catalog")
+    return StagePlan(weights, splits)
+
+
+class EpochPosition:
+    """Resume bookkeeping: how far the training loop got in its epoch, and starting there.
+
+    `state` is what a checkpoint stores (samples consumed by all ranks together in the
+    current epoch, the epoch's size and the seed); after `load`, `start` moves a fresh
+    sampler right after those samples, so the resumed run trains on exactly the unseen ones.
+    """
+
+    def __init__(self) -> None:
+        self.saved: dict[str, int] | None = None
+
+    @staticmethod
+    def state(trainer: Any, batch_size: int, total_size: int, seed: int) -> dict[str, int]:
+        # `processed` counts batches that went through training_step, including the one whose
+        # on_train_batch_end is saving this checkpoint; prefetched batches are not counted.
+        batches = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return {
+            "epoch": int(trainer.current_epoch),
+            "consumed": int(batches) * batch_size * int(trainer.world_size),
+            "total_size": int(total_size),
+            "seed": int(seed),
+        }
+
+    def load(self, state: Mapping[str, Any]) -> None:
+        if state:
+            self.saved = {k: int(v) for k, v in state.items()}
+
+    def start(self, sampler: MixtureSampler) -> None:
+        """Start ``sampler`` where the loaded state left off (nothing without a state)."""
+        if self.saved is None:
+            return
+        if self.saved.get("total_size") not in (None, sampler.total_size):
+            log.warning(
+                "the training mixture changed since the checkpoint (%s -> %d samples per "
+                "epoch): the resumed epoch will not be exactly the remaining samples",
+                self.saved["total_size"],
+                sampler.total_size,
+            )
+        consumed = min(self.saved["consumed"], sampler.total_size)
+        sampler.start_at(self.saved["epoch"], consumed)
+        log.info("resuming epoch %d after %d samples", self.saved["epoch"], consumed)
