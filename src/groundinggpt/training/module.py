@@ -14,6 +14,7 @@ import torch.distributed as dist
 from groundinggpt.grounding.tasks import GroundingMetrics
 from groundinggpt.models.generation import decode_answers, generate_answers, generate_tokens
 from groundinggpt.models.grounding_model import GroundingGPT, region_inputs, zero_term
+from groundinggpt.training.lm_loss import check_reduction, weighted_lm_loss
 from groundinggpt.training.lora import lora_settings
 from groundinggpt.training.precision import (
     cast_frozen_encoders,
@@ -70,6 +71,10 @@ class GroundingLitModule(L.LightningModule):
             kwargs of ``nn.Module.compile``, e.g. ``{dynamic: true}``); parameter names and
             checkpoints are unchanged. Measured, not assumed:
             experiments/2026-12-02_throughput/ (compile section).
+        loss_reduction: how the next-token loss averages over a batch: ``"token"`` (every
+            label token alike, the ``transformers`` default), ``"sample"`` (every sample
+            alike) or ``"square"`` (InternVL 2.5's ``1/sqrt(tokens)`` weights); see
+            `groundinggpt.training.lm_loss`.
 
     Example:
         >>> module = GroundingLitModule(model, tok, partial(torch.optim.AdamW, lr=2e-5), sched)
@@ -91,6 +96,7 @@ class GroundingLitModule(L.LightningModule):
         feature_cache: Mapping[str, Any] | None = None,
         mask_loss: Mapping[str, float] | None = None,
         compile_llm: bool | Mapping[str, Any] = False,
+        loss_reduction: str = "token",
     ) -> None:
         super().__init__()
         self.model = model
@@ -111,6 +117,7 @@ class GroundingLitModule(L.LightningModule):
         self.metrics = torch.nn.ModuleDict({"val": GroundingMetrics(), "test": GroundingMetrics()})
         self.mask_loss = {"bce": 2.0, "dice": 0.5, **dict(mask_loss or {})}
         self.compile_llm = compile_llm
+        self.loss_reduction = check_reduction(loss_reduction)
         if model.pixel_decoder is not None:
             self.mask_metrics = torch.nn.ModuleDict({"val": MaskMetrics(), "test": MaskMetrics()})
         self.skipped: Counter[str] = Counter()
@@ -179,17 +186,22 @@ class GroundingLitModule(L.LightningModule):
         paths = media_paths_by_modality(batch)
         features = self.model.encode(batch["media"], paths, **region_inputs(batch))
         segment = self._segments(batch)
+        token_mean = self.loss_reduction == "token"
         out = self.model(
             batch["input_ids"],
             batch["attention_mask"],
             batch["media"],
-            batch["labels"],
+            batch["labels"] if token_mean else None,  # else weighted below, from the logits
             features,
             position_ids=batch.get("position_ids"),  # packed rows (data.pack_length)
             hidden_states=segment,
         )
-        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["size"])
         loss = out.loss
+        if not token_mean:
+            loss = weighted_lm_loss(
+                out.logits, batch["labels"], self.loss_reduction, batch.get("sequence_ids")
+            )
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["size"])
         if segment:
             bce, dice = segmentation_losses(self.model, out.hidden_states[-1], batch)
             loss = loss + self.mask_loss["bce"] * bce + self.mask_loss["dice"] * dice
