@@ -278,3 +278,15 @@ def test_load_records_reads_json_and_jsonl(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="bad.json"):
         load_records(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_video_distractor_share(tmp_path: Path, share: float) -> None:
+    sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
+    sizes["vtg"] = {"train": 6}
+    root = ensure_synthetic(tmp_path / "data", progress=False, sizes=sizes, video_distractor=share)
+    records = load_records(root / "annotations/vtg_train.json")
+    assert len(records) == 6
+    assert all((r["meta"]["distractor"] is not None) == bool(share) for r in records)
+    with pytest.raises(ValueError, match="video_distractor"):
+        resolve_config(video_distractor=1.5)

@@ -60,6 +60,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "side_frac": [0.25, 0.5],
     "objects": [1, 3],
     "pope_negatives": "any",
+    "video_distractor": 0.5,
     "video_size": 64,
     "fps": 8,
     "video_seconds": [3.0, 6.0],
@@ -118,6 +119,8 @@ def _validate(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"objects needs 1 <= lo <= hi <= 3, got {cfg['objects']}")
     if cfg["pope_negatives"] not in ("any", "disjoint"):
         raise ValueError(f"pope_negatives is 'any' or 'disjoint', got {cfg['pope_negatives']!r}")
+    if not 0.0 <= float(cfg["video_distractor"]) <= 1.0:
+        raise ValueError(f"video_distractor is a share in [0, 1], got {cfg['video_distractor']!r}")
     for key in ("side_frac", "span_frac"):
         a, b = cfg[key]
         if not 0 < a <= b <= 1:

@@ -53,6 +53,9 @@ class Params:
     # POPE's absent objects: "any" absent (colour, kind) pair, or "disjoint": sharing neither
     # colour nor kind with a present object where one exists (like POPE's random split).
     pope_negatives: str = "any"
+    # Share of videos that also show a second, static shape the whole time (the event query
+    # must then name the right one; without it, "when does a shape appear" is the task).
+    video_distractor: float = 0.5
     video_size: int = 64
     fps: int = 8
     video_seconds: tuple[float, float] = (3.0, 6.0)
@@ -167,7 +170,7 @@ def make_video(job: Job) -> VideoEvent:
     rng, p = job.rng, job.params
     n = int(rng.integers(round(p.video_seconds[0] * p.fps), round(p.video_seconds[1] * p.fps) + 1))
     objects = distinct_objects(rng, 2)
-    with_distractor = bool(rng.random() < 0.5)
+    with_distractor = bool(rng.random() < p.video_distractor)
     shapes = place_shapes(
         rng, p.video_size, p.video_size, objects[: 1 + with_distractor], p.side_frac
     )
