@@ -1,7 +1,11 @@
 """Training throughput: padded vs length-grouped vs packed batches, in one run.
 
-Two workloads, each trained for the same number of steps in every mode (steps of the three
-modes interleave, so load from other processes hits all alike):
+Two workloads, each trained for the same number of steps in every mode (steps of the modes
+interleave, so load from other processes hits all alike). Every mode runs the LLM under
+``"sdpa"`` (packed rows: the block-diagonal ``T x T`` mask ``transformers`` builds from the
+restarting positions), except ``packed_<n>_varlen``: the batches of ``packed_<n>`` under
+``"sdpa_varlen"`` (attention per sample, `groundinggpt.models.varlen_attention`), the same
+weights switched with ``set_attn_implementation`` before each step (``--no-varlen`` skips them).
 
 - ``synthetic``: the tiny default model (``experiment=stage2_fine``) on the synthetic stage-2
   mixture. Batches come from the real sampler and collator (``data.group_by_length``,
@@ -42,6 +46,7 @@ from groundinggpt.build import build_datamodule, build_model
 from groundinggpt.data.conversation import IGNORE_INDEX
 from groundinggpt.data.dataset import GroundingCollator
 from groundinggpt.data.mixture import MixtureSampler
+from groundinggpt.models.varlen_attention import NAME as VARLEN
 from groundinggpt.training.module import media_paths_by_modality
 from groundinggpt.training.trainability import apply_trainability
 
@@ -54,9 +59,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per mode first")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--realistic-batch-size", type=int, default=16)
-    p.add_argument("--pack-length", type=int, nargs="+", default=None,
-                   help="packed row lengths to measure (default: data.max_length)")
+    p.add_argument(
+        "--pack-length",
+        type=int,
+        nargs="+",
+        default=None,
+        help="packed row lengths to measure (default: data.max_length)",
+    )
     p.add_argument("--realistic-pack-length", type=int, nargs="+", default=[1024])
+    p.add_argument(
+        "--varlen",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run every packed mode under sdpa_varlen (packed_<n>_varlen)",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     p.add_argument("--out", default=None, help="folder for results.json")
     p.add_argument("overrides", nargs="*", help="Hydra overrides of configs/train.yaml")
@@ -80,14 +96,31 @@ def timed_step(model, optimizer, batch, features=None, **kw) -> float:
     return time.perf_counter() - start
 
 
-def interleave(run, batches: dict[str, list], warmup: int) -> dict[str, dict[str, float]]:
-    """Step ``i`` of every mode, then step ``i + 1``...; totals per mode after ``warmup``."""
+def attention_of(mode: str) -> str:
+    """The LLM attention implementation a mode is measured with."""
+    return VARLEN if mode.endswith("_varlen") else "sdpa"
+
+
+def with_varlen_modes(batches: dict[str, list], varlen: bool) -> dict[str, list]:
+    """``batches`` plus, with ``varlen``, every packed mode's batches again as ``<mode>_varlen``."""
+    extra = {f"{m}_varlen": b for m, b in batches.items() if m.startswith("packed_")}
+    return {**batches, **extra} if varlen else batches
+
+
+def interleave(
+    run, batches: dict[str, list], warmup: int, llm: torch.nn.Module
+) -> dict[str, dict[str, float]]:
+    """Step ``i`` of every mode, then step ``i + 1``...; totals per mode after ``warmup``.
+
+    ``llm`` is switched to the mode's `attention_of` before each (untimed).
+    """
     totals = {m: {"s": 0.0, "tokens": 0, "positions": 0, "samples": 0} for m in batches}
     for i in range(max(len(b) for b in batches.values())):
         for mode, mode_batches in batches.items():
             if i >= len(mode_batches):
                 continue
             batch = mode_batches[i]
+            llm.set_attn_implementation(attention_of(mode))
             seconds = run(batch)
             if i >= warmup:
                 t = totals[mode]
@@ -95,7 +128,7 @@ def interleave(run, batches: dict[str, list], warmup: int) -> dict[str, dict[str
                 t["tokens"] += int(batch["attention_mask"].sum())
                 t["positions"] += int(batch["attention_mask"].numel())
                 t["samples"] += int(batch["size"])
-    return {m: summarize(t) for m, t in totals.items()}
+    return {m: {**summarize(t), "attn_implementation": attention_of(m)} for m, t in totals.items()}
 
 
 def summarize(t: dict[str, float]) -> dict[str, float]:
@@ -151,6 +184,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         chunks = [order[k : k + args.batch_size] for k in range(0, n, args.batch_size)]
         batches[mode] = [collators[mode]([decoded[i] for i in c]) for c in chunks]
         print(f"  {mode}: {len(batches[mode])} batches collated", flush=True)
+    batches = with_varlen_modes(batches, args.varlen)
     model.train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
 
@@ -162,7 +196,7 @@ def synthetic(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             model, optimizer, inputs, features, position_ids=batch.get("position_ids")
         )
 
-    return interleave(run, batches, args.warmup)
+    return interleave(run, batches, args.warmup, model.llm)
 
 
 def realistic_lengths(rng: random.Random) -> tuple[int, int]:
@@ -206,6 +240,7 @@ def realistic(args: argparse.Namespace) -> dict[str, dict[str, float]]:
         collators[f"packed_{n_pack}"] = GroundingCollator(0, n_pack)
         sources[f"packed_{n_pack}"] = plain
     batches = {m: [collators[m](b) for b in sources[m]] for m in collators}
+    batches = with_varlen_modes(batches, args.varlen)
     llm.train()
     optimizer = torch.optim.AdamW(llm.parameters(), lr=1e-5)
 
@@ -217,7 +252,7 @@ def realistic(args: argparse.Namespace) -> dict[str, dict[str, float]]:
             inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
         return timed_step(llm, optimizer, {**inputs, "labels": batch["labels"]})
 
-    return interleave(run, batches, args.warmup)
+    return interleave(run, batches, args.warmup, llm)
 
 
 def ratios(results: dict[str, dict[str, float]]) -> dict[str, float]:
@@ -234,13 +269,29 @@ def _commit() -> str:
 
 def report(name: str, results: dict[str, dict[str, float]]) -> None:
     print(f"\n{name}")
-    print(f"  {'mode':<18}{'real tokens/s':>14}{'samples/s':>11}{'padding':>9}")
+    print(f"  {'mode':<24}{'attention':>12}{'real tokens/s':>14}{'samples/s':>11}{'padding':>9}")
     for mode, r in results.items():
         print(
-            f"  {mode:<18}{r['tokens_per_s']:>14.0f}{r['samples_per_s']:>11.2f}"
-            f"{r['padding_share']:>9.1%}"
+            f"  {mode:<24}{r['attn_implementation']:>12}{r['tokens_per_s']:>14.0f}"
+            f"{r['samples_per_s']:>11.2f}{r['padding_share']:>9.1%}"
         )
     print("  ratios (real tokens/s):", {k: round(v, 2) for k, v in ratios(results).items()})
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that repeats this run (flags, then Hydra overrides)."""
+    parts = ["python experiments/throughput.py"]
+    for key, value in vars(args).items():
+        flag = "--" + key.replace("_", "-")
+        if key == "overrides" or value is None:
+            continue
+        if isinstance(value, bool):  # BooleanOptionalAction: --varlen / --no-varlen
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            parts.append(
+                f"{flag} {' '.join(map(str, value)) if isinstance(value, list) else value}"
+            )
+    return " ".join([*parts, *args.overrides])
 
 
 def main() -> None:
@@ -248,10 +299,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     out = {
-        "command": "python experiments/throughput.py " + " ".join(
-            f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-            for k, v in vars(args).items() if v is not None and k != "overrides"
-        ),
+        "command": command_line(args),
         "commit": _commit(),
         "machine": {"cpu": platform.processor() or platform.machine(),
                     "threads": torch.get_num_threads(), "torch": torch.__version__},

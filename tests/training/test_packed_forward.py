@@ -56,9 +56,21 @@ def _token_losses(logits, labels):
     return losses, labels[:, 1:] != IGNORE_INDEX
 
 
+@pytest.fixture(params=["sdpa", "sdpa_varlen"])
+def attention(request, packed_setup):
+    """The LLM's attention implementation for one test, restored afterwards."""
+    llm = packed_setup[0].llm
+    before = llm.config._attn_implementation
+    llm.set_attn_implementation(request.param)
+    yield request.param
+    llm.set_attn_implementation(before)
+
+
 @torch.no_grad()
-def test_packed_rows_give_each_sample_its_own_logits_and_loss(packed_setup) -> None:
+def test_packed_rows_give_each_sample_its_own_logits_and_loss(packed_setup, attention) -> None:
+    """Under ``"sdpa"`` (a block-diagonal mask) and ``"sdpa_varlen"`` (attention per sample)."""
     model, tok, samples = packed_setup
+    assert model.llm.config._attn_implementation == attention
     lengths = [len(s["input_ids"]) for s in samples]
     pack_length = sum(lengths) // 2 + max(lengths)  # two or three rows, several samples each
     packed = GroundingCollator(tok.pad_token_id, pack_length)(samples)
@@ -78,6 +90,22 @@ def test_packed_rows_give_each_sample_its_own_logits_and_loss(packed_setup) -> N
         ref_losses, ref_mask = _token_losses(ref[None], single["labels"])
         got = losses[row, cols[:-1]][has_label[row, cols[:-1]]]
         torch.testing.assert_close(got, ref_losses[0][ref_mask[0]], atol=1e-5, rtol=1e-5)
+
+
+@torch.no_grad()
+def test_padded_batches_give_the_same_logits_under_sdpa_and_sdpa_varlen(packed_setup) -> None:
+    """Unpacked training and evaluation are untouched by the tiny configs' ``sdpa_varlen``."""
+    model, tok, samples = packed_setup
+    batch = GroundingCollator(tok.pad_token_id)(samples)
+    assert not batch["attention_mask"].all()  # padded: the 2-D mask goes to "sdpa"
+    assert model.llm.config._attn_implementation == "sdpa_varlen"  # configs/model/llm/
+    varlen = _logits(model, batch)
+    model.llm.set_attn_implementation("sdpa")
+    try:
+        sdpa = _logits(model, batch)
+    finally:
+        model.llm.set_attn_implementation("sdpa_varlen")
+    assert torch.equal(varlen, sdpa)
 
 
 def test_positions_restart_and_no_label_crosses_a_boundary(packed_setup) -> None:

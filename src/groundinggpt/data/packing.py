@@ -5,9 +5,11 @@ are laid end to end in as few rows of at most ``pack_length`` tokens as the bala
 longest-first heuristic finds, and the rows are made as even as possible, so the batch pads
 to its longest row instead of to its longest sample. Each sample keeps its own positions
 (``position_ids`` restart at 0 where it begins) and attends only to itself: given
-``position_ids`` and no 2-D attention mask, ``transformers`` derives the block-diagonal causal
-mask from the restarts (SDPA / eager on any device; variable-length kernels under
-``flash_attention_2``). Labels never cross a boundary: the first position of every sample
+``position_ids``, no 2-D attention mask and no KV cache, ``transformers``' ``"sdpa"`` (and
+eager) derives the block-diagonal causal mask from the restarts (``T x T`` per row), while
+``"sdpa_varlen"`` (`groundinggpt.models.varlen_attention`, the LLM configs' setting) runs
+attention per sample and builds no mask; ``flash_attention_2`` separates the samples only in a
+batch of one row. Labels never cross a boundary: the first position of every sample
 (its ``<s>``) has no label, so the last token of one sample is not trained to predict the
 first of the next. A step still takes ``batch_size`` samples, so the mixture sampler, replay
 and mid-epoch resume are untouched.

@@ -9,6 +9,9 @@ from torch import nn
 
 from groundinggpt.modalities import SPECIAL_TOKENS
 
+# Imported for its effect: attn_implementation="sdpa_varlen" resolves for every LLM built here.
+from groundinggpt.models import varlen_attention  # noqa: F401
+
 
 def add_special_tokens(tokenizer, llm: nn.Module, text_tokens: Sequence[str] = ()) -> int:
     """Add the nine modality tokens to ``tokenizer`` and grow ``llm``'s embeddings to match.
