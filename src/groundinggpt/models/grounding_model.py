@@ -304,8 +304,9 @@ class GroundingGPT(nn.Module):
 
         ``position_ids`` marks packed rows (several samples per row, positions restarting at
         each, see `groundinggpt.data.packing`): the LLM then gets no 2-D attention mask and
-        no KV cache, so ``transformers`` builds the block-diagonal causal mask from the
-        restarts and no sample attends to another. ``hidden_states`` adds every layer's
+        no KV cache, so no sample attends to another: ``"sdpa_varlen"`` (the default of the
+        LLM configs, `groundinggpt.models.varlen_attention`) runs attention per sample,
+        ``"sdpa"`` builds the block-diagonal causal mask from the restarts. ``hidden_states`` adds every layer's
         hidden states to the output (what :meth:`predict_masks` reads).
         """
         features = self.encode(media) if features is None else features
