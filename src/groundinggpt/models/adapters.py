@@ -34,6 +34,11 @@ class QFormer(nn.Module):
         intermediate_size: FFN hidden width.
         encoder_hidden_size: width ``E`` of the tokens the queries read.
         cross_attention_frequency: a layer cross-attends when ``index % frequency == 0``.
+        initializer_range: std of the random init of queries and linear weights (BERT's
+            0.02). At BLIP-2's width (768) that lets the queries read their input; at a toy
+            width (64) attention outputs start ~1/30 of the queries' scale and the outputs
+            barely depend on the input (experiments/2026-12-06_toy_qformer_init/): toy
+            configs use the fan-in scale ``hidden_size ** -0.5``.
 
     Example:
         >>> qf = QFormer(4, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
@@ -51,6 +56,7 @@ class QFormer(nn.Module):
         intermediate_size: int = 3072,
         encoder_hidden_size: int = 768,
         cross_attention_frequency: int = 1,
+        initializer_range: float = 0.02,
     ) -> None:
         super().__init__()
         if hidden_size % num_heads != 0:
@@ -62,6 +68,7 @@ class QFormer(nn.Module):
             intermediate_size=intermediate_size,
             cross_attention_frequency=cross_attention_frequency,
             encoder_hidden_size=encoder_hidden_size,
+            initializer_range=initializer_range,
         )
         self.model = Blip2QFormerModel(config)
         self.query_tokens = nn.Parameter(torch.empty(1, num_query_tokens, hidden_size))
@@ -139,6 +146,7 @@ class QFormerAdapter(nn.Module):
         intermediate_size: Q-Former FFN hidden width.
         out_dim: LLM hidden size.
         positions: what one input position is: ``"frame"`` or ``"clip"``.
+        initializer_range: std of the Q-Former's random init (see `QFormer`).
 
     Example:
         >>> ad = QFormerAdapter(in_dim=32, max_positions=8, num_query_tokens=4, num_layers=1,
@@ -158,6 +166,7 @@ class QFormerAdapter(nn.Module):
         intermediate_size: int = 3072,
         out_dim: int = 4096,
         positions: str = "frame",
+        initializer_range: float = 0.02,
     ) -> None:
         super().__init__()
         hidden = hidden_size or in_dim
@@ -166,8 +175,9 @@ class QFormerAdapter(nn.Module):
         self.out_dim = out_dim
         self.add_module(f"{positions}_position_embedding", nn.Embedding(max_positions, in_dim))
         self.qformer = QFormer(
-            num_query_tokens, hidden, num_layers, num_heads, intermediate_size, in_dim, 1
-        )
+            num_query_tokens, hidden, num_layers, num_heads, intermediate_size, in_dim, 1,
+            initializer_range,
+        )  # fmt: skip
         self.proj = nn.Linear(hidden, out_dim)
 
     def num_tokens(self, num_input_tokens: int | None = None) -> int:
@@ -208,11 +218,12 @@ def VideoQFormerAdapter(
     num_heads: int = 12,
     intermediate_size: int = 3072,
     out_dim: int = 4096,
+    initializer_range: float = 0.02,
 ) -> QFormerAdapter:
     """GroundingGPT's video adapter: a `QFormerAdapter` over frames, as wide as its input."""
     return QFormerAdapter(
         in_dim, max_frames, num_query_tokens, None, num_layers, num_heads, intermediate_size,
-        out_dim, positions="frame",
+        out_dim, positions="frame", initializer_range=initializer_range,
     )  # fmt: skip
 
 
@@ -225,11 +236,12 @@ def AudioQFormerAdapter(
     num_heads: int = 12,
     intermediate_size: int = 3072,
     out_dim: int = 4096,
+    initializer_range: float = 0.02,
 ) -> QFormerAdapter:
     """GroundingGPT's audio adapter: a `QFormerAdapter` over clips, 768 wide on 1024 inputs."""
     return QFormerAdapter(
         in_dim, max_clips, num_query_tokens, hidden_size, num_layers, num_heads,
-        intermediate_size, out_dim, positions="clip",
+        intermediate_size, out_dim, positions="clip", initializer_range=initializer_range,
     )  # fmt: skip
 
 

@@ -166,6 +166,9 @@ class BlipVideoEncoder(nn.Module):
         qformer_heads: Q-Former attention heads.
         qformer_intermediate_size: Q-Former FFN hidden width.
         cross_attention_frequency: Q-Former layer ``i`` reads the frame when ``i % freq == 0``.
+        qformer_initializer_range: std of the Q-Former's random init (weights come from
+            BLIP-2 at full size; a random toy Q-Former needs a width-scaled value to depend
+            on its frames, see `groundinggpt.models.adapters.QFormer`).
 
     BLIP-2 weights: `groundinggpt.convert.components.pretrained_video_encoder`.
 
@@ -195,6 +198,7 @@ class BlipVideoEncoder(nn.Module):
         qformer_heads: int = 12,
         qformer_intermediate_size: int = 3072,
         cross_attention_frequency: int = 2,
+        qformer_initializer_range: float = 0.02,
     ) -> None:
         super().__init__()
         self.visual_encoder = Eva(
@@ -218,6 +222,7 @@ class BlipVideoEncoder(nn.Module):
             qformer_intermediate_size,
             encoder_hidden_size=vit_width,
             cross_attention_frequency=cross_attention_frequency,
+            initializer_range=qformer_initializer_range,
         )
         self.image_size = image_size
         self.out_dim = qformer_hidden_size
