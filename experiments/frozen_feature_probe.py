@@ -159,10 +159,9 @@ def main() -> None:
     result["video"] = video_probe(model, train["vtg"], args.n_train, args.n_test)
     print("video", json.dumps(result["video"], indent=1), flush=True)
     names = ["red", "green", "blue", "yellow", "circle", "square", "triangle"]
-    if args.video_only:
-        return
-    result["image"] = image_probe(model, train["rec"], args.n_train, args.n_test, names)
-    print("image", json.dumps(result["image"], indent=1), flush=True)
+    if not args.video_only:
+        result["image"] = image_probe(model, train["rec"], args.n_train, args.n_test, names)
+        print("image", json.dumps(result["image"], indent=1), flush=True)
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
 
