@@ -25,7 +25,8 @@ class _Losses(Callback):
 
 
 def _fit(make_cfg, output, cache_dir=None, workers=0, **trainer_kwargs):
-    overrides = ["experiment=stage2_fine"]
+    # One pass over each dataset per epoch: the filling run meets every media file once.
+    overrides = ["experiment=stage2_fine", "data.stages.stage2_fine.vtg=1.0"]
     if cache_dir is not None:
         overrides.append(f"module.feature_cache={{dir:{cache_dir}}}")
     cfg = make_cfg(overrides, output=output)

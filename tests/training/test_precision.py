@@ -24,7 +24,12 @@ def _precisions() -> list[str]:
 
 def _fit(make_cfg, precision: str, steps: int = 3):
     """Stage 2 at the paper's lr 2e-5 with the LLM loaded in bf16, as vicuna_7b.yaml loads it."""
-    cfg = make_cfg(["experiment=stage2_fine", "stage.lr=2e-5", "module.scheduler=null"])
+    # One pass over each dataset: the first 3 batches then hold every modality (the default's
+    # three VTG passes can leave audio out of them, and its adapter would not move).
+    cfg = make_cfg(
+        ["experiment=stage2_fine", "stage.lr=2e-5", "module.scheduler=null",
+         "data.stages.stage2_fine.vtg=1.0"]
+    )  # fmt: skip
     tok = hydra.utils.instantiate(cfg.tokenizer)
     model = hydra.utils.instantiate(cfg.model, tokenizer=tok, _convert_="partial")
     model.llm.to(torch.bfloat16)
