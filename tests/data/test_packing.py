@@ -49,7 +49,10 @@ def test_group_by_length_is_a_permutation_with_sorted_steps() -> None:
     steps = grouped[:100].view(-1, 4)
     # each full step comes from one sorted mega-batch: its lengths are non-increasing
     assert all((lengths[s][:-1] >= lengths[s][1:]).all() for s in steps)
-    spread = lambda idx: (lengths[idx].view(-1, 4).amax(1) - lengths[idx].view(-1, 4).amin(1))
+
+    def spread(idx):
+        return lengths[idx].view(-1, 4).amax(1) - lengths[idx].view(-1, 4).amin(1)
+
     assert spread(grouped[:100]).float().mean() < spread(order[:100]).float().mean() / 2
 
 
@@ -61,6 +64,7 @@ def test_grouped_sampler_is_deterministic_and_shards_each_step_across_ranks() ->
     assert sorted(a + b) == list(range(60))
     again = MixtureSampler([40, 20], [1.0, 1.0], num_replicas=2, rank=0, **kwargs)
     assert again.rank_indices(0).tolist() == a
+
     # rank 0's step k and rank 1's step k are one run of a sorted mega-batch: similar lengths
     def spread(x: list[int], y: list[int]) -> float:
         steps = [x[3 * k : 3 * k + 3] + y[3 * k : 3 * k + 3] for k in range(len(x) // 3)]

@@ -11,9 +11,9 @@ import lightning as L
 import pytest
 import torch
 
+from groundinggpt import train as train_entry
 from groundinggpt.models.generation import generate_answers
 from groundinggpt.models.grounding_model import GroundingGPT
-from groundinggpt import train as train_entry
 
 FAMILIES = {"llama_tiny": "LlamaForCausalLM", "qwen2_tiny": "Qwen2ForCausalLM"}
 NEW_TOKENS = 4
