@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 
 install: $(VENV)/.installed  ## create .venv and install the project (torch trio pinned)
 
-train: install  ## the embedded default: tiny model, synthetic data, CPU (~10 min)
+train: install  ## the embedded default: tiny model, synthetic data, CPU (~15 min)
 	$(PY) train.py experiment=stage2_fine
 
 # Needs a checkpoint: make demo ARGS="ckpt_path=outputs/.../checkpoints/last.ckpt"
