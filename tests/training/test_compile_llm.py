@@ -29,7 +29,10 @@ def test_a_compiled_llm_gives_the_eager_loss_and_the_same_state_dict_keys(make_c
         compiled = module.model(batch["input_ids"], batch["attention_mask"], batch["media"],
                                 batch["labels"]).loss  # fmt: skip
     assert list(module.model.state_dict()) == keys
-    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=1e-4)
+    # Inductor's fused CPU kernels round differently from eager; the toy's video and audio
+    # tokens enter the LLM ~30x larger than word embeddings, which amplifies that to a
+    # relative 3e-4 .. 9e-4 on the loss (measured; within 1e-4 with the former 0.02 init).
+    torch.testing.assert_close(compiled, eager, atol=1e-4, rtol=2e-3)
 
 
 def test_compile_llm_is_off_by_default_and_calls_module_compile(make_cfg, monkeypatch):
