@@ -24,19 +24,9 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
+from throughput import compose_train  # the sibling script: experiment=stage2_fine + overrides
 
 from groundinggpt.build import build_datamodule, build_model
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def compose_train(overrides: list[str]):
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
-        return compose(
-            "train",
-            overrides=[f"paths.root_dir={ROOT}", "experiment=stage2_fine", *overrides],
-        )
 
 
 def fit_probe(x_train, y_train, x_test, y_test, steps: int = 300) -> float:

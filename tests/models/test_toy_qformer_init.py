@@ -8,16 +8,18 @@ configs use the fan-in scale instead; this guards that choice.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from tests.conftest import compose_config
 
-import groundinggpt.configs
 
-CONFIGS = str(Path(groundinggpt.configs.__file__).parent)
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> DictConfig:
+    """The ``model=tiny`` config, as train.py composes it."""
+    tmp = tmp_path_factory.mktemp("toy_init")
+    return compose_config(["model=tiny"], tmp, tmp / "run").model
 
 
 def _between_sample_share(x: torch.Tensor) -> float:
@@ -25,13 +27,9 @@ def _between_sample_share(x: torch.Tensor) -> float:
     return float(x.var(0).mean() / x.flatten(0, -2).var(0).mean())
 
 
-def _video_branch(**encoder_init):
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("train", overrides=["model=tiny"])
+def _video_encoder(model: DictConfig, **init) -> torch.nn.Module:
     torch.manual_seed(0)
-    enc = hydra.utils.instantiate(cfg.model.encoders.video, **encoder_init).eval()
-    ad = hydra.utils.instantiate(cfg.model.adapters.video, out_dim=32).eval()
-    return enc, ad
+    return hydra.utils.instantiate(model.encoders.video, **init).eval()
 
 
 def _videos(n: int = 12, frames: int = 4, size: int = 64) -> torch.Tensor:
@@ -45,28 +43,24 @@ def _videos(n: int = 12, frames: int = 4, size: int = 64) -> torch.Tensor:
 
 
 @torch.no_grad()
-def test_the_toy_video_branch_depends_on_the_video() -> None:
-    enc, ad = _video_branch()
-    features = enc(_videos())
+def test_the_toy_video_branch_depends_on_the_video(tiny) -> None:
+    features = _video_encoder(tiny)(_videos())
+    adapter = hydra.utils.instantiate(tiny.adapters.video, out_dim=32).eval()
     # measured: 0.0098 and 0.0073 (with BERT's 0.02 init: 1.5e-6)
     assert _between_sample_share(features) > 2e-3
-    assert _between_sample_share(ad(features)) > 2e-3
+    assert _between_sample_share(adapter(features)) > 2e-3
 
 
 @torch.no_grad()
-def test_bert_init_at_toy_width_would_hide_the_video() -> None:
-    enc, _ = _video_branch()
-    small, _ = _video_branch(qformer_initializer_range=0.02)
-    hidden = _between_sample_share(small(_videos()))
+def test_bert_init_at_toy_width_would_hide_the_video(tiny) -> None:
+    videos = _videos()
+    hidden = _between_sample_share(_video_encoder(tiny, qformer_initializer_range=0.02)(videos))
     assert hidden < 1e-4
-    assert hidden < 0.01 * _between_sample_share(enc(_videos()))
+    assert hidden < 0.01 * _between_sample_share(_video_encoder(tiny)(videos))
 
 
-@pytest.mark.parametrize("name", ["video_qformer_tiny", "audio_qformer_tiny"])
-def test_toy_adapters_use_the_fan_in_scale(name: str) -> None:
-    with initialize_config_dir(config_dir=CONFIGS, version_base="1.3"):
-        cfg = compose("train", overrides=["model=tiny"])
-    branch = "video" if name.startswith("video") else "audio"
-    ad = hydra.utils.instantiate(cfg.model.adapters[branch], out_dim=32)
+@pytest.mark.parametrize("branch", ["video", "audio"])
+def test_toy_adapters_use_the_fan_in_scale(tiny, branch: str) -> None:
+    ad = hydra.utils.instantiate(tiny.adapters[branch], out_dim=32)
     hidden = ad.qformer.out_dim
     assert ad.qformer.model.config.initializer_range == pytest.approx(hidden**-0.5)
