@@ -214,6 +214,14 @@ class GroundingDataModule(L.LightningDataModule):
     def load_state_dict(self, state_dict: Mapping[str, Any]) -> None:
         self.position.load(state_dict)
 
+    def read_cached_features(self, caches: Mapping[str, Any]) -> None:
+        """Training samples read the frozen encoders' features from ``caches`` (``{modality:
+        FeatureCache}``) where they hold the file, instead of decoding it: the DataLoader
+        workers then neither decode nor compete with the training step for the CPU
+        (`RecordEncoder.read_cached_features`). Call before the training loader is built."""
+        for ds in [*self.datasets["train"].values(), *self.datasets["replay"].values()]:
+            ds.encoder.read_cached_features(caches)
+
     def train_dataloader(self) -> DataLoader:
         main, replay = self.datasets["train"], self.datasets["replay"]
         ds = ConcatDataset(list(main.values()) + list(replay.values()))

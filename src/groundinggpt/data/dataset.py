@@ -135,6 +135,17 @@ class RecordEncoder:
         self.allow_absolute_media_paths = bool(allow_absolute_media_paths)
         self._record_keys = {s.record_key for s in formatter.specs.values()}
         self._placeholders = {s.placeholder for s in formatter.specs.values()}
+        self.feature_caches: dict[str, Any] = {}
+
+    def read_cached_features(self, caches: Mapping[str, Any]) -> None:
+        """Read the frozen encoder's features of a media file from ``caches[modality]``
+        (a `groundinggpt.models.feature_cache.FeatureCache`) instead of decoding the file.
+
+        A hit puts the features into the sample's ``cached_features`` (the file is not
+        opened beyond its digest); a miss decodes as before. Samples with regions or masks
+        always decode their image (the region encoder and SAM read pixels).
+        """
+        self.feature_caches = dict(caches)
 
     def length(self, record: Mapping[str, Any]) -> int:
         """Tokens of ``record`` once encoded (at most ``max_length``), media not decoded."""
@@ -217,7 +228,7 @@ class RecordEncoder:
         input_ids, labels, truncated = self._fit(*encoded)
         segment = self._segmentation(record, paths, encoded, (input_ids, labels))
         regions = self._regions(record, paths, encoded, (input_ids, labels))
-        media = {name: self.processors[name](path) for name, path in paths.items()}
+        media, cached = self._media(paths, needs_pixels=segment is not None or regions is not None)
         # The first answer's first label ends the first prompt: no second tokenisation needed.
         first_answer = next(i for i, lab in enumerate(labels) if lab != IGNORE_INDEX)
         sample = {
@@ -233,11 +244,27 @@ class RecordEncoder:
             "media_paths": {m: str(p) for m, p in paths.items()},
             "truncated": truncated,
         }
+        if cached:
+            sample["cached_features"] = cached
         if segment is not None:
             sample["segment"] = segment
         if regions is not None:
             sample["regions"], sample["prompt_regions"] = regions
         return sample
+
+    def _media(
+        self, paths: Mapping[str, Path], needs_pixels: bool
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Decoded media and cached encoder features of ``paths`` (each file in one of them)."""
+        media, cached = {}, {}
+        for name, path in paths.items():
+            cache = None if needs_pixels else self.feature_caches.get(name)
+            features = cache.get(path) if cache is not None else None
+            if features is None:
+                media[name] = self.processors[name](path)
+            else:
+                cached[name] = features
+        return media, cached
 
     def _segmentation(self, record, paths, encoded, kept) -> dict[str, Any] | None:
         """SAM's view of the image and one mask per kept ``[SEG]`` (`data/segmentation.py`).
@@ -458,6 +485,25 @@ def _image_size(path: Path) -> tuple[int, int]:
         return img.size
 
 
+def collate_cached_features(
+    samples: Sequence[Mapping[str, Any]],
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{modality: (features, hit)}`` of the samples whose encoder features the dataset read
+    from the feature cache (`RecordEncoder.read_cached_features`).
+
+    ``features`` stacks the cached items, ``hit`` is one bool per item of the modality in
+    sample order (cached or decoded): ``media[modality]`` holds the decoded ones (``~hit``).
+    """
+    out = {}
+    names = sorted({m for s in samples for m in s.get("cached_features", {})})
+    for name in names:
+        have = [s for s in samples if name in s["media"] or name in s.get("cached_features", {})]
+        hit = torch.tensor([name in s.get("cached_features", {}) for s in have])
+        features = [s["cached_features"][name] for s in have if name in s.get("cached_features", {})]
+        out[name] = (torch.stack(features), hit)
+    return out
+
+
 def collate_regions(samples: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The region entries of a batch (none when no sample has regions).
 
@@ -561,6 +607,9 @@ class GroundingCollator:
         batch["media"] = {
             m: torch.stack([s["media"][m] for s in samples if m in s["media"]]) for m in names
         }
+        cached = collate_cached_features(samples)
+        if cached:
+            batch["cached_features"] = cached
         for key in ("id", "task", "dataset", "reference", "prompt", "media_paths"):
             batch[key] = [s[key] for s in samples]
         batch.update(collate_segments(samples))

@@ -35,9 +35,30 @@ class ModalityBranch(nn.Module):
         self.encoder = encoder
         self.adapter = adapter
 
-    def forward(self, media: torch.Tensor, paths: Sequence[str] | None = None) -> torch.Tensor:
-        """``(M, ...)`` media -> ``(M, N, D_llm)``; ``paths`` (one per item) enable the cache."""
-        return self.adapt(self.encode_media(media, paths))
+    def forward(
+        self,
+        media: torch.Tensor | None,
+        paths: Sequence[str] | None = None,
+        cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """``(M, ...)`` media -> ``(M, N, D_llm)``; ``paths`` (one per item) enable the cache.
+
+        ``cached``: ``(features, hit)`` when the data pipeline already read some items'
+        encoder features from the cache (`groundinggpt.data.dataset.collate_cached_features`):
+        ``hit`` marks them among all ``M`` items, ``media`` holds only the others, and
+        ``paths`` all ``M`` files.
+        """
+        if cached is None:
+            return self.adapt(self.encode_media(media, paths))
+        features, hit = cached
+        if bool(hit.all()):
+            return self.adapt(features.to(_dtype_of(self.encoder, features.dtype)))
+        miss_paths = None if paths is None else [p for p, h in zip(paths, hit.tolist()) if not h]
+        fresh = self.encode_media(media, miss_paths)
+        out = fresh.new_empty((hit.shape[0], *fresh.shape[1:]))
+        out[hit.to(out.device)] = features.to(out)
+        out[~hit.to(out.device)] = fresh
+        return self.adapt(out)
 
     def encode_media(self, media: torch.Tensor, paths: Sequence[str] | None = None):
         """The encoder's features of ``media``, read from `feature_cache` where it has them."""
@@ -151,6 +172,7 @@ class GroundingGPT(nn.Module):
         paths: Mapping[str, Sequence[str]] | None = None,
         region_boxes: Sequence[torch.Tensor] | None = None,
         region_images: Sequence[int] | None = None,
+        cached: Mapping[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Branch outputs ``{name: (M, N, D)}`` for every modality present in ``media``.
 
@@ -158,13 +180,15 @@ class GroundingGPT(nn.Module):
         cache read its encoder's outputs instead of recomputing them. ``region_boxes`` (per
         image with regions, ``(n_i, 4)`` fractions of the padded square) on the images
         ``media["image"][region_images]`` add ``"region"``: ``(K, D)``, one embedding per box
-        (`encode_regions`).
+        (`encode_regions`). ``cached`` (``batch["cached_features"]``): per modality, the
+        encoder features the data pipeline read from the feature cache and which items they
+        are (`ModalityBranch.forward`).
         """
-        paths = paths or {}
+        paths, cached = paths or {}, cached or {}
         features = {
-            name: branch(media[name], paths.get(name))
+            name: branch(media.get(name), paths.get(name), cached.get(name))
             for name, branch in self.branches.items()
-            if media.get(name) is not None and media[name].shape[0] > 0
+            if name in cached or (media.get(name) is not None and media[name].shape[0] > 0)
         }
         if region_boxes:
             images = media["image"][list(region_images)]
@@ -208,6 +232,14 @@ class GroundingGPT(nn.Module):
                 branch.feature_cache = FeatureCache(root, fingerprint, dtype)
                 used.append(name)
         return used
+
+    def feature_caches(self) -> dict[str, Any]:
+        """``{modality: FeatureCache}`` of the branches that have one (`use_feature_cache`)."""
+        return {
+            name: branch.feature_cache
+            for name, branch in self.branches.items()
+            if branch.feature_cache is not None
+        }
 
     def splice(self, input_ids: torch.Tensor, features: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Token embeddings with every modality's patch positions filled by ``features``."""

@@ -144,6 +144,12 @@ class GroundingLitModule(L.LightningModule):
             dtype,
         )
         log.info("frozen-encoder feature cache for %s in %s", used, spec["dir"])
+        datamodule = self.trainer.datamodule
+        # The region encoder and SAM read pixels: their samples decode images anyway, and the
+        # rows they index must be every image of the batch, so those models decode all media.
+        pixels = self.model.pixel_decoder is not None or self.model.region_encoder is not None
+        if hasattr(datamodule, "read_cached_features") and not pixels:
+            datamodule.read_cached_features(self.model.feature_caches())
 
     def _enable_checkpointing(self, switch: bool | Mapping[str, bool]) -> None:
         self.model.gradient_checkpointing(**({} if switch is True else dict(switch)))
@@ -184,7 +190,9 @@ class GroundingLitModule(L.LightningModule):
             trainable = [p for p in self.model.parameters() if p.requires_grad]
             return zero_term(trainable, self.model.llm.get_input_embeddings().weight)
         paths = media_paths_by_modality(batch)
-        features = self.model.encode(batch["media"], paths, **region_inputs(batch))
+        features = self.model.encode(
+            batch["media"], paths, **region_inputs(batch), cached=batch.get("cached_features")
+        )
         segment = self._segments(batch)
         token_mean = self.loss_reduction == "token"
         out = self.model(
