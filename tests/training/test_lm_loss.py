@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from groundinggpt.data.conversation import IGNORE_INDEX as X
-from groundinggpt.training.lm_loss import weighted_lm_loss
+from groundinggpt.training.lm_loss import sample_losses, weighted_lm_loss
 
 V = 7
 
@@ -84,3 +84,19 @@ def test_unknown_reduction_and_empty_labels() -> None:
     loss = weighted_lm_loss(logits, torch.full((1, 3), X), "sample")
     assert float(loss.detach()) == 0.0
     loss.backward()  # still differentiable: a batch without labels adds nothing
+
+
+def test_sample_losses_are_each_samples_own_sum_and_count(samples) -> None:
+    """What `val/<task>/loss` is built from: one sum and one count per sample, padded or packed."""
+    losses = [_per_token(lg, y) for lg, y in samples]
+    want_sums = torch.stack([x.sum() for x in losses])
+    want_counts = torch.tensor([float(len(x)) for x in losses])
+    for sums, counts in (sample_losses(*_padded(samples)), sample_losses(*_packed(samples))):
+        torch.testing.assert_close(sums, want_sums)
+        torch.testing.assert_close(counts, want_counts)
+    # a row without trained tokens keeps its place, with count 0
+    logits, labels = _padded(samples)
+    labels[1] = X
+    sums, counts = sample_losses(logits, labels)
+    assert counts.tolist() == [want_counts[0].item(), 0.0, want_counts[2].item()]
+    assert sums[1] == 0.0

@@ -51,6 +51,10 @@ def test_stage_chain_through_init_from(make_cfg, tmp_path):
         assert metrics["skipped/total"] == 0
         # stage 1 trains on captions only, so it has no training targets for a baseline
         assert ("baseline/val/rec/acc@0.5" in metrics) == (stage != "stage1_pretrain")
+        # each task's teacher-forced answer loss beside the pooled one (random init: ~ln 512)
+        task_losses = [metrics[f"val/{t}/loss"] for t in ("rec", "vtg", "sl", "pope")]
+        assert all(0.0 < x < 20.0 for x in task_losses)
+        assert min(task_losses) <= metrics["val/loss"] <= max(task_losses)
         assert (run_dir / "predictions.png").stat().st_size > 0
         ckpt = _checkpoint(run_dir)
         if previous is not None:

@@ -63,19 +63,44 @@ def weighted_lm_loss(
         1.6094...
     """
     check_reduction(reduction)
-    target = labels[:, 1:]  # (B, T-1)
-    token_loss = F.cross_entropy(
-        logits[:, :-1].float().transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
-    )  # (B, T-1)
-    trained = target != IGNORE_INDEX
+    token_loss, trained = _token_losses(logits, labels)
     if not bool(trained.any()):
         return token_loss.sum() * 0.0  # keeps the graph: a batch with no labels adds nothing
     power = REDUCTIONS[reduction]
     if power == 0.0:
         return token_loss[trained].mean()
-    ids = sample_ids_of(labels, sample_ids)[:, 1:][trained]  # the sample of each trained token
-    _, ids = torch.unique(ids, return_inverse=True)
-    counts = torch.bincount(ids).to(token_loss.dtype)  # (N,) trained tokens per sample
-    per_sample = torch.zeros_like(counts).index_add_(0, ids, token_loss[trained])
+    per_sample, counts = _per_sample(token_loss, trained, sample_ids_of(labels, sample_ids))
+    per_sample, counts = per_sample[counts > 0], counts[counts > 0]
     weights = counts.pow(-power)
     return (weights * per_sample).sum() / (weights * counts).sum()
+
+
+def sample_losses(
+    logits: torch.Tensor, labels: torch.Tensor, sample_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token cross-entropy and trained-token count of every sample.
+
+    Returns:
+        ``(N,)`` loss sums and ``(N,)`` counts, sample ``i`` at index ``i`` (rows of a padded
+        batch, else the ``sample_ids``); a sample without trained tokens has count 0.
+    """
+    token_loss, trained = _token_losses(logits, labels)
+    return _per_sample(token_loss.detach(), trained, sample_ids_of(labels, sample_ids))
+
+
+def _token_losses(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    target = labels[:, 1:]  # (B, T-1): position t predicts label t + 1
+    token_loss = F.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), target, ignore_index=IGNORE_INDEX, reduction="none"
+    )  # (B, T-1)
+    return token_loss, target != IGNORE_INDEX
+
+
+def _per_sample(
+    token_loss: torch.Tensor, trained: torch.Tensor, sample_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    ids = sample_ids[:, 1:][trained]  # the sample of each trained token
+    n = int(sample_ids.max()) + 1 if sample_ids.numel() else 0
+    counts = torch.bincount(ids, minlength=n).to(token_loss.dtype)
+    sums = torch.zeros_like(counts).index_add_(0, ids, token_loss[trained])
+    return sums, counts

@@ -14,7 +14,7 @@ import torch.distributed as dist
 from groundinggpt.grounding.tasks import GroundingMetrics
 from groundinggpt.models.generation import decode_answers, generate_answers, generate_tokens
 from groundinggpt.models.grounding_model import GroundingGPT, region_inputs, zero_term
-from groundinggpt.training.lm_loss import check_reduction, weighted_lm_loss
+from groundinggpt.training.lm_loss import check_reduction, sample_losses, weighted_lm_loss
 from groundinggpt.training.lora import lora_settings
 from groundinggpt.training.precision import (
     cast_frozen_encoders,
@@ -223,6 +223,17 @@ class GroundingLitModule(L.LightningModule):
         # `find_unused_parameters` search (see GroundingGPT.absent_branch_term).
         return loss + self.model.absent_branch_term(features)
 
+    def _log_task_losses(self, split: str, logits: torch.Tensor, batch: Mapping[str, Any]) -> None:
+        """``{split}/{task}/loss``: the teacher-forced answer loss of each task (mean over its
+        answer tokens), a smooth signal of what each task has learned beside its accuracy."""
+        sums, counts = sample_losses(logits, batch["labels"])
+        for task in sorted(set(batch["task"])):
+            rows = [i for i, t in enumerate(batch["task"]) if t == task]
+            tokens = counts[rows].sum()
+            if tokens > 0:
+                value = sums[rows].sum() / tokens
+                self.log(f"{split}/{task}/loss", value, batch_size=int(tokens), sync_dist=True)
+
     def _segments(self, batch: Mapping[str, Any]) -> bool:
         """Whether the batch has masks for this model's pixel decoder to learn from."""
         return self.model.pixel_decoder is not None and "seg_pixels" in batch
@@ -238,6 +249,7 @@ class GroundingLitModule(L.LightningModule):
             batch["input_ids"], batch["attention_mask"], batch["media"], batch["labels"], features
         )
         self.log(f"{split}/loss", out.loss, batch_size=batch["size"], sync_dist=True)
+        self._log_task_losses(split, out.logits, batch)
         tokens = generate_tokens(self.model, self.tokenizer, batch, self.generation, features)
         outputs = decode_answers(self.tokenizer, tokens)
         self.metrics[split].update(batch["task"], outputs, batch["reference"])
