@@ -85,6 +85,15 @@ class QFormer(nn.Module):
         return out.last_hidden_state
 
 
+def output_norm(width: int, gain: float | None) -> nn.LayerNorm | None:
+    """A final ``LayerNorm`` of an adapter's output tokens, its gain starting at ``gain``."""
+    if gain is None:
+        return None
+    norm = nn.LayerNorm(width)
+    nn.init.constant_(norm.weight, gain)
+    return norm
+
+
 class MLPAdapter(nn.Module):
     """Linear-GELU-Linear applied to every token (LLaVA-1.5's ``mlp2x_gelu`` projector).
 
@@ -110,10 +119,7 @@ class MLPAdapter(nn.Module):
         self.fc1 = nn.Linear(in_dim, out_dim)
         self.act = nn.GELU()
         self.fc2 = nn.Linear(out_dim, out_dim)
-        self.norm = None
-        if out_norm is not None:
-            self.norm = nn.LayerNorm(out_dim)
-            nn.init.constant_(self.norm.weight, out_norm)
+        self.norm = output_norm(out_dim, out_norm)
         self.out_dim = out_dim
 
     def num_tokens(self, num_input_tokens: int) -> int:
@@ -147,6 +153,8 @@ class QFormerAdapter(nn.Module):
         out_dim: LLM hidden size.
         positions: what one input position is: ``"frame"`` or ``"clip"``.
         initializer_range: std of the Q-Former's random init (see `QFormer`).
+        out_norm: as `MLPAdapter`'s: a final ``LayerNorm`` whose gain starts at this value
+            (the output tokens start at the LLM's embedding scale); ``None`` adds no module.
 
     Example:
         >>> ad = QFormerAdapter(in_dim=32, max_positions=8, num_query_tokens=4, num_layers=1,
@@ -167,6 +175,7 @@ class QFormerAdapter(nn.Module):
         out_dim: int = 4096,
         positions: str = "frame",
         initializer_range: float = 0.02,
+        out_norm: float | None = None,
     ) -> None:
         super().__init__()
         hidden = hidden_size or in_dim
@@ -179,6 +188,7 @@ class QFormerAdapter(nn.Module):
             initializer_range,
         )  # fmt: skip
         self.proj = nn.Linear(hidden, out_dim)
+        self.norm = output_norm(out_dim, out_norm)
 
     def num_tokens(self, num_input_tokens: int | None = None) -> int:
         """Always ``num_query_tokens``, whatever the number of frames or clips."""
@@ -207,7 +217,8 @@ class QFormerAdapter(nn.Module):
         x = x.flatten(1, 2)  # (B, T * Q, D)
         if mask is not None:
             mask = mask.repeat_interleave(per_position, dim=1)
-        return self.proj(self.qformer(x, mask))  # (B, num_query_tokens, out_dim)
+        out = self.proj(self.qformer(x, mask))  # (B, num_query_tokens, out_dim)
+        return out if self.norm is None else self.norm(out)
 
 
 def VideoQFormerAdapter(
@@ -219,11 +230,12 @@ def VideoQFormerAdapter(
     intermediate_size: int = 3072,
     out_dim: int = 4096,
     initializer_range: float = 0.02,
+    out_norm: float | None = None,
 ) -> QFormerAdapter:
     """GroundingGPT's video adapter: a `QFormerAdapter` over frames, as wide as its input."""
     return QFormerAdapter(
         in_dim, max_frames, num_query_tokens, None, num_layers, num_heads, intermediate_size,
-        out_dim, positions="frame", initializer_range=initializer_range,
+        out_dim, positions="frame", initializer_range=initializer_range, out_norm=out_norm,
     )  # fmt: skip
 
 
@@ -237,11 +249,13 @@ def AudioQFormerAdapter(
     intermediate_size: int = 3072,
     out_dim: int = 4096,
     initializer_range: float = 0.02,
+    out_norm: float | None = None,
 ) -> QFormerAdapter:
     """GroundingGPT's audio adapter: a `QFormerAdapter` over clips, 768 wide on 1024 inputs."""
     return QFormerAdapter(
         in_dim, max_clips, num_query_tokens, hidden_size, num_layers, num_heads,
         intermediate_size, out_dim, positions="clip", initializer_range=initializer_range,
+        out_norm=out_norm,
     )  # fmt: skip
 
 
