@@ -48,31 +48,36 @@ class ModalityBranch(nn.Module):
         ``hit`` marks them among all ``M`` items, ``media`` holds only the others, and
         ``paths`` all ``M`` files.
         """
-        if cached is None:
-            return self.adapt(self.encode_media(media, paths))
-        features, hit = cached
-        if bool(hit.all()):
-            return self.adapt(features.to(_dtype_of(self.encoder, features.dtype)))
-        miss_paths = None if paths is None else [p for p, h in zip(paths, hit.tolist()) if not h]
-        fresh = self.encode_media(media, miss_paths)
-        out = fresh.new_empty((hit.shape[0], *fresh.shape[1:]))
-        out[hit.to(out.device)] = features.to(out)
-        out[~hit.to(out.device)] = fresh
-        return self.adapt(out)
+        return self.adapt(self.encode_media(media, paths, cached))
 
-    def encode_media(self, media: torch.Tensor, paths: Sequence[str] | None = None):
-        """The encoder's features of ``media``, read from `feature_cache` where it has them."""
+    def encode_media(
+        self,
+        media: torch.Tensor | None,
+        paths: Sequence[str] | None = None,
+        cached: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The encoder's features of every item: read by the data pipeline (``cached``), else
+        from `feature_cache`, else encoded from ``media`` (and stored in the cache)."""
         cache = self.feature_cache if self.frozen() else None
-        if cache is None or paths is None or len(paths) != media.shape[0]:
+        if cached is None and (cache is None or paths is None or len(paths) != media.shape[0]):
             return self._encode(media)
-        cached = [cache.get(p) for p in paths]
-        missing = [i for i, f in enumerate(cached) if f is None]
+        hit = [False] * media.shape[0] if cached is None else cached[1].tolist()
+        read = iter(() if cached is None else cached[0])
+        found = [next(read) if h else None for h in hit]
+        # media holds the items the pipeline did not read, in item order
+        row_of = {i: row for row, i in enumerate(i for i, h in enumerate(hit) if not h)}
+        if cache is not None and paths is not None:
+            for i in row_of:
+                found[i] = cache.get(paths[i])
+        missing = [i for i, f in enumerate(found) if f is None]
         if missing:
-            fresh = self._encode(media[missing])
+            fresh = self._encode(media[[row_of[i] for i in missing]])
             for i, features in zip(missing, fresh, strict=True):
-                cache.put(paths[i], features)
-                cached[i] = features.detach()
-        out = torch.stack([f.to(media.device) for f in cached])
+                if cache is not None and paths is not None:
+                    cache.put(paths[i], features)
+                found[i] = features.detach()
+        device = media.device if media is not None else cached[0].device
+        out = torch.stack([f.to(device) for f in found])
         return out.to(_dtype_of(self.encoder, out.dtype))
 
     def frozen(self) -> bool:
