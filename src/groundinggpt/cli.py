@@ -18,9 +18,11 @@ CONFIG_PATH = "pkg://groundinggpt.configs"
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 def train_main(cfg: DictConfig) -> None:
     """``groundinggpt-train``: fit (and optionally test) the configured model."""
+    from hydra.core.hydra_config import HydraConfig
+
     from groundinggpt.train import train
 
-    train(cfg)
+    train(cfg, HydraConfig.get().overrides.task)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")

@@ -290,3 +290,37 @@ def test_video_distractor_share(tmp_path: Path, share: float) -> None:
     assert all((r["meta"]["distractor"] is not None) == bool(share) for r in records)
     with pytest.raises(ValueError, match="video_distractor"):
         resolve_config(video_distractor=1.5)
+
+
+def test_grounded_caption_order(tmp_path: Path) -> None:
+    """Random order names the same objects with the same boxes, only not left to right."""
+    sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
+    sizes["grounded_caption"] = {"train": 40}
+    captions, roots = {}, {}
+    for order in ("left_to_right", "random"):
+        root = roots[order] = ensure_synthetic(
+            tmp_path / order, progress=False, sizes=sizes, objects=[2, 3], grounded_order=order
+        )
+        records = load_records(root / "annotations/grounded_caption_train.json")
+        captions[order] = [r["conversations"][1]["value"] for r in records]
+        for r, caption in zip(records, captions[order], strict=True):
+            centres = []
+            for obj in r["meta"]["objects"]:
+                box = parse_box(caption.split(obj["name"], 1)[1])  # the box after its name
+                x0, _, x1, _ = box_from_padded(box, *r["meta"]["size"])
+                assert abs(x0 - obj["box"][0]) <= 2 and abs(x1 - obj["box"][2]) <= 2
+                centres.append((caption.index(obj["name"]), (obj["box"][0] + obj["box"][2]) / 2))
+            named = [c for _, c in sorted(centres)]  # object centres in the caption's order
+            r["left_to_right"] = named == sorted(named)
+        share = np.mean([r["left_to_right"] for r in records])
+        if order == "left_to_right":
+            assert share == 1.0
+        else:
+            assert share < 0.8  # 2-3 objects in a random order: about 0.4 in order
+    # the order is drawn after the scene: the same images under both orders
+    assert _files(roots["left_to_right"]).keys() == _files(roots["random"]).keys()
+    for path, content in _files(roots["left_to_right"]).items():
+        if path.endswith(".png"):
+            assert (roots["random"] / path).read_bytes() == content
+    with pytest.raises(ValueError, match="grounded_order"):
+        resolve_config(grounded_order="by_size")

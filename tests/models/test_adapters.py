@@ -212,3 +212,17 @@ def test_one_qformer_adapter_class_serves_video_and_audio(video_adapter, audio_a
     assert type(video_adapter) is type(audio_adapter) is QFormerAdapter
     assert {"frame_position_embedding.weight"} <= set(video_adapter.state_dict())
     assert {"clip_position_embedding.weight"} <= set(audio_adapter.state_dict())
+
+
+def test_linear_adapter_is_one_projection() -> None:
+    """depth=1 (the adapter ablation's linear projector): affine in its input, fc1 only."""
+    torch.manual_seed(0)
+    linear = MLPAdapter(in_dim=8, out_dim=16, depth=1)
+    a, b = torch.randn(2, 3, 8), torch.randn(2, 3, 8)
+    zero = torch.zeros(2, 3, 8)
+    assert torch.allclose(linear(a + b), linear(a) + linear(b) - linear(zero), atol=1e-5)
+    assert set(linear.state_dict()) == {"fc1.weight", "fc1.bias"}
+    mlp = MLPAdapter(in_dim=8, out_dim=16)  # the default: not affine
+    assert not torch.allclose(mlp(a + b), mlp(a) + mlp(b) - mlp(zero), atol=1e-3)
+    with pytest.raises(ValueError, match="depth"):
+        MLPAdapter(in_dim=8, out_dim=16, depth=3)

@@ -9,7 +9,7 @@ import torch
 from hydra.errors import InstantiationException
 from omegaconf import open_dict
 
-from groundinggpt.train import train
+from groundinggpt.train import build, train
 from groundinggpt.training.checkpoint import read_state_dict
 
 METRIC_KEYS = [
@@ -100,3 +100,87 @@ def test_every_run_draws_its_learning_curves(make_cfg, tmp_path):
     from PIL import Image
 
     assert Image.open(run / "curves.png").size[0] > 500  # one panel per task
+
+
+def test_toy_full_chains_the_three_stages_in_one_run(tiny_data_dir, tmp_path):
+    """experiment=toy_full: each stage in its own folder, from the checkpoint before it."""
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from tests.conftest import CONFIG_DIR, compose_config
+
+    # what a user would type after experiment=toy_full: it must reach every stage
+    user = [
+        f"paths.root_dir={tmp_path}",
+        f"data.root={tiny_data_dir}",
+        "data.synthetic=null",
+        "data.num_workers=0",
+        "data.batch_size=4",
+        "data.eval_batch_size=16",
+        "trainer.max_epochs=1",
+        "++trainer.limit_train_batches=2",
+        "++trainer.limit_val_batches=1",
+        "module.generation.max_new_tokens=4",
+        "seed=7",
+    ]
+    out = tmp_path / "toy_full"
+    cfg = compose_config(["experiment=toy_full", *user], tmp_path, out)
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        final = train(cfg, ["experiment=toy_full", *user])
+    chain = json.loads((out / "chain.json").read_text())
+    assert list(chain) == ["stage1_pretrain", "stage2_fine", "stage3_instruct"]
+    previous = None
+    for name, stage in chain.items():
+        run = out / name
+        stage_cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        assert stage_cfg.seed == 7 and stage_cfg.trainer.max_epochs == 1  # the user's options
+        assert stage_cfg.stage.name == name  # each stage its own experiment
+        assert stage_cfg.init_from == previous  # from the stage before
+        assert json.loads((run / "metrics.json").read_text())["trainer/global_step"] == 2
+        assert stage["checkpoint"] == str(_checkpoint(run))
+        previous = stage["checkpoint"]
+    # stage 3's gentler learning rate and stage 1's feature cache come from toy_full itself
+    assert OmegaConf.load(out / "stage3_instruct/.hydra/config.yaml").stage.lr == 2.0e-4
+    assert OmegaConf.load(out / "stage1_pretrain/.hydra/config.yaml").module.feature_cache
+    assert final["trainer/global_step"] == 2  # the last stage's metrics
+    assert (out / "curves.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("search", ["image_tokens", "video_frames", "adapter"])
+def test_every_point_of_an_ablation_sweep_trains(make_cfg, tmp_path, search):
+    """Each value an hparams_search sweeps (seeds aside) builds a consistent model and fits."""
+    from hydra import compose, initialize_config_dir
+
+    from tests.conftest import CONFIG_DIR
+
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        sweep = compose(
+            "train",
+            overrides=[f"paths.root_dir={tmp_path}", f"hparams_search={search}"],
+            return_hydra_config=True,
+        ).hydra.sweeper.params
+    assert sweep["seed"] == "42,1,2"  # three seeds per point
+    (key, values), *rest = [(k, v) for k, v in sweep.items() if k != "seed"]
+    assert not rest
+    runs = {}
+    for value in values.split(","):
+        cfg = make_cfg(["experiment=stage2_fine", f"{key}={value}"], output=f"{search}{value}")
+        with open_dict(cfg):
+            cfg.trainer.limit_val_batches = 0
+        train(cfg)
+        metrics = json.loads((tmp_path / f"{search}{value}" / "metrics.json").read_text())
+        assert metrics["trainer/global_step"] == 2
+        runs[value] = read_state_dict(_checkpoint(tmp_path / f"{search}{value}"))
+        if search == "video_frames":  # the clips the model gets have that many frames
+            _, datamodule, _ = build(cfg)
+            datamodule.setup("validate")
+            batch = next(b for b in datamodule.val_dataloader() if "video" in b["media"])
+            assert batch["media"]["video"].shape[1] == int(value)
+    if search == "image_tokens":  # 64 px in 16 or 8 px patches: 16 or 64 positions
+        position = "branches.image.encoder.model.embeddings.position_embedding.weight"
+        assert {v: s[position].shape[0] for v, s in runs.items()} == {"16": 17, "8": 65}
+    if search == "adapter":  # the linear projector has no second layer
+        assert {v: "branches.image.adapter.fc2.weight" in s for v, s in runs.items()} == {
+            "2": True,
+            "1": False,
+        }

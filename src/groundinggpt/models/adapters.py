@@ -95,11 +95,13 @@ def output_norm(width: int, gain: float | None) -> nn.LayerNorm | None:
 
 
 class MLPAdapter(nn.Module):
-    """Linear-GELU-Linear applied to every token (LLaVA-1.5's ``mlp2x_gelu`` projector).
+    """Linear-GELU-Linear applied to every token (LLaVA-1.5's ``mlp2x_gelu`` projector), or one
+    linear projection (``depth=1``, LLaVA-1's projector).
 
     Args:
         in_dim: encoder feature width.
         out_dim: LLM hidden size (also the hidden width of the MLP).
+        depth: 2 (Linear-GELU-Linear) or 1 (Linear): the adapter ablation's two projectors.
         out_norm: if set, a final ``LayerNorm`` whose gain starts at this value, so that the
             output tokens start at the scale of the LLM's token embeddings (e.g. its
             ``initializer_range``) instead of ~15x larger on a random-init LLM. ``None`` (the
@@ -110,15 +112,24 @@ class MLPAdapter(nn.Module):
         torch.Size([2, 9, 32])
         >>> round(MLPAdapter(in_dim=16, out_dim=32, out_norm=0.02).norm.weight[0].item(), 4)
         0.02
+        >>> sum(p.numel() for p in MLPAdapter(in_dim=16, out_dim=32, depth=1).parameters())
+        544
     """
 
     def __init__(
-        self, in_dim: int = 1024, out_dim: int = 4096, out_norm: float | None = None
+        self,
+        in_dim: int = 1024,
+        out_dim: int = 4096,
+        out_norm: float | None = None,
+        depth: int = 2,
     ) -> None:
         super().__init__()
+        if depth not in (1, 2):
+            raise ValueError(f"MLPAdapter depth is 1 (linear) or 2 (mlp2x_gelu), got {depth}")
         self.fc1 = nn.Linear(in_dim, out_dim)
-        self.act = nn.GELU()
-        self.fc2 = nn.Linear(out_dim, out_dim)
+        # depth 1 adds no modules: its checkpoints hold fc1 only
+        self.act = nn.GELU() if depth == 2 else nn.Identity()
+        self.fc2 = nn.Linear(out_dim, out_dim) if depth == 2 else nn.Identity()
         self.norm = output_norm(out_dim, out_norm)
         self.out_dim = out_dim
 

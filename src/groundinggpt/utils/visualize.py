@@ -352,6 +352,7 @@ def plot_curves(
     baselines: dict[str, float],
     path: str | Path,
     split: str = "val",
+    boundaries: Sequence[tuple[float, str]] = (),
 ) -> Path | None:
     """Each task's headline metric vs optimizer step, its trivial baseline as a dashed line.
 
@@ -359,6 +360,7 @@ def plot_curves(
         history: one ``{"step": s, "val/rec/acc@0.5": v, ...}`` per validation run.
         baselines: ``{"baseline/val/rec/acc@0.5": b, ...}`` (as in metrics.json).
         path: the picture to write.
+        boundaries: ``(step, label)`` where a new training stage starts (a dotted line).
 
     Returns:
         ``path``, or None when ``history`` holds none of the metrics.
@@ -377,6 +379,9 @@ def plot_curves(
         base = baselines.get(f"baseline/{split}/{name}")
         if base is not None:
             ax.axhline(base, color="gray", linestyle="--", label="baseline")
+        for step, label in boundaries:
+            ax.axvline(step, color="black", linestyle=":", linewidth=0.8)
+            ax.text(step, 0.98, f" {label}", fontsize=6, va="top", rotation=90)
         ax.set_title(f"{split}/{name}", fontsize=9)
         ax.set_xlabel("step")
         ax.set_ylim(0, 1)

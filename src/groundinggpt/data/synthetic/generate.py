@@ -61,6 +61,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "objects": [1, 3],
     "pope_negatives": "any",
     "video_distractor": 0.5,
+    "grounded_order": "left_to_right",
     "video_size": 64,
     "fps": 8,
     "video_seconds": [3.0, 6.0],
@@ -119,6 +120,10 @@ def _validate(cfg: Mapping[str, Any]) -> None:
         raise ValueError(f"objects needs 1 <= lo <= hi <= 3, got {cfg['objects']}")
     if cfg["pope_negatives"] not in ("any", "disjoint"):
         raise ValueError(f"pope_negatives is 'any' or 'disjoint', got {cfg['pope_negatives']!r}")
+    if cfg["grounded_order"] not in ("left_to_right", "random"):
+        raise ValueError(
+            f"grounded_order is 'left_to_right' or 'random', got {cfg['grounded_order']!r}"
+        )
     if not 0.0 <= float(cfg["video_distractor"]) <= 1.0:
         raise ValueError(f"video_distractor is a share in [0, 1], got {cfg['video_distractor']!r}")
     for key in ("side_frac", "span_frac"):

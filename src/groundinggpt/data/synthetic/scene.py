@@ -143,15 +143,19 @@ def paint(canvas: np.ndarray, shape: Shape) -> tuple[int, int, int, int]:
     return tight_box(mask)
 
 
-def describe(objects: list[Shape], labels: list[str] | None = None) -> str:
+def describe(
+    objects: list[Shape], labels: list[str] | None = None, order: list[int] | None = None
+) -> str:
     """``"a red circle, a green square and a blue triangle."``, objects left to right.
 
-    ``labels`` (one per object, e.g. its box text) follow each object's name.
+    ``labels`` (one per object, e.g. its box text) follow each object's name; ``order`` (object
+    indices) names them in another order.
     """
     tags = labels or [""] * len(objects)
-    order = sorted(
-        range(len(objects)), key=lambda i: (objects[i].x + objects[i].side / 2, objects[i].y)
-    )
+    if order is None:
+        order = sorted(
+            range(len(objects)), key=lambda i: (objects[i].x + objects[i].side / 2, objects[i].y)
+        )
     names = [f"a {objects[i].name}" + (f" {tags[i]}" if tags[i] else "") for i in order]
     if len(names) == 1:
         return names[0] + "."

@@ -56,6 +56,9 @@ class Params:
     # Share of videos that also show a second, static shape the whole time (the event query
     # must then name the right one; without it, "when does a shape appear" is the task).
     video_distractor: float = 0.5
+    # Order of the objects of a grounded caption: "left_to_right", or "random" (then a box
+    # cannot be told from the object's place in the sentence: the caption must read the name).
+    grounded_order: str = "left_to_right"
     video_size: int = 64
     fps: int = 8
     video_seconds: tuple[float, float] = (3.0, 6.0)
@@ -252,10 +255,14 @@ def audio_caption(job: Job) -> dict:
 
 
 def grounded_caption(job: Job) -> dict:
-    """Every object with its box, left to right (a dense, Visual-Genome-like region task)."""
+    """Every object with its box (a dense, Visual-Genome-like region task), left to right or in
+    a random order (``params.grounded_order``)."""
     scene = make_image(job, _n_objects(job))
     labels = [scene.box_text(i) for i in range(len(scene.shapes))]
-    turns = [(GROUNDED_CAPTION_QUESTION, describe(scene.shapes, labels))]
+    order = None
+    if job.params.grounded_order == "random":
+        order = [int(i) for i in job.rng.permutation(len(scene.shapes))]
+    turns = [(GROUNDED_CAPTION_QUESTION, describe(scene.shapes, labels, order))]
     return make_record(job, {"image": scene.path}, turns, scene.meta())
 
 
