@@ -58,6 +58,6 @@ def test_replay_ablation_sweeps_ratio_and_seed(tmp_path):
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
         cfg = compose("train", overrides=overrides, return_hydra_config=True)
     params = cfg.hydra.sweeper.params
-    assert params["data.replay_ratio"].split(",")[0] == "0" and params["seed"] == "42,43"
+    assert params["data.replay_ratio"].split(",")[0] == "0" and params["seed"] == "42,1,2"
     # One run dir per job, named after what the job changes.
     assert cfg.hydra.sweep.subdir == f"replay{cfg.data.replay_ratio}_seed{cfg.seed}"

@@ -184,3 +184,19 @@ def test_every_point_of_an_ablation_sweep_trains(make_cfg, tmp_path, search):
             "2": True,
             "1": False,
         }
+
+
+def test_replay_ablation_reports_forgetting_of_stage1_captions(make_cfg, tmp_path):
+    """hparams_search=replay_ablation validates on held-out captions: val/*_caption/loss."""
+    cfg = make_cfg(["experiment=stage2_fine", "hparams_search=replay_ablation"], output="replay")
+    assert {"image_caption_val", "video_caption_val", "audio_caption_val"} <= set(cfg.data.val)
+    with open_dict(cfg):  # the shared tiny dataset has no caption val split: its own, as tiny
+        cfg.data.root = str(tmp_path / "data")
+        for task in ("image_caption", "video_caption", "audio_caption"):
+            cfg.data.synthetic.sizes[task]["val"] = 4
+        cfg.data.eval_batch_size = 32  # every validation sample in one batch
+    train(cfg)
+    metrics = json.loads((tmp_path / "replay" / "metrics.json").read_text())
+    for modality in ("image", "video", "audio"):  # teacher-forced, on captions not trained on
+        assert 0.0 < metrics[f"val/{modality}_caption/loss"] < 20.0
+    assert metrics["val/rec/count"] > 0  # the grounding tasks are still validated beside it
