@@ -20,6 +20,11 @@ def test_experiment_composes_and_instantiates(experiment, make_cfg):
     from groundinggpt.train import build
 
     cfg = make_cfg([f"experiment={experiment}"])
+    if cfg.chain:  # a chain (toy_full): each of its stages is an experiment of its own
+        for name, overrides in cfg.chain.items():
+            stage = make_cfg(list(overrides))
+            assert stage.stage.name == stage.data.train_stage == name and not stage.chain
+        return
     # Variants (stage2_fine_learn) reuse their stage: the name starts with it.
     assert cfg.data.train_stage == cfg.stage.name and experiment.startswith(cfg.stage.name)
     module, dm, trainer = build(cfg)

@@ -195,6 +195,36 @@ def test_pope_is_balanced_and_truthful(root: Path) -> None:
             assert present == (r["conversations"][1]["value"] == "Yes.")
 
 
+def test_image_qa_answers_are_true_of_the_one_object_asked_about(tmp_path: Path) -> None:
+    sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
+    sizes["image_qa"] = {"train": 24}
+    root = ensure_synthetic(tmp_path / "qa", progress=False, sizes=sizes, objects=[1, 3])
+    records = load_records(root / "annotations/image_qa_train.json")
+    asked_colour = 0
+    for r in records:
+        question, answer = (t["value"] for t in r["conversations"])
+        objects = [o["name"].split() for o in r["meta"]["objects"]]
+        if "What colour is the " in question:  # by kind -> its colour
+            kind = question.split("What colour is the ")[1].rstrip("?")
+            matches = [(c, k) for c, k in objects if k == kind]
+            said = answer.removeprefix("It is ").rstrip(".")
+            asked_colour += 1
+        else:  # by colour -> its kind
+            colour = question.split("What shape is the ")[1].split(" object")[0]
+            matches = [(c, k) for c, k in objects if c == colour]
+            said = answer.removeprefix("It is a ").rstrip(".")
+        assert len(matches) == 1, (question, objects)  # the word names one object
+        target = r["meta"]["objects"][r["meta"]["target"]]
+        assert target["name"].split() == list(matches[0])
+        assert said in matches[0]
+        # the answered object is in the picture: its colour fills part of its box
+        x0, y0, x1, y1 = target["box"]
+        window = np.asarray(open_rgb(root / r["image"]))[y0:y1, x0:x1]
+        colour_rgb = COLORS[matches[0][0]]
+        assert (window == colour_rgb).all(-1).mean() > 0.3
+    assert 0 < asked_colour < len(records)  # both kinds of question
+
+
 def test_sound_matches_a_single_shape_kind(root: Path) -> None:
     pitch = {"low": "circle", "medium": "square", "high": "triangle"}
     records = [*load_records(root / "annotations/sl_train.json")]

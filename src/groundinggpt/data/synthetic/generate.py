@@ -52,6 +52,8 @@ DEFAULT_SIZES: dict[str, dict[str, int]] = {
     "avs": {"train": 0, "val": 0},
     # region input (<region> + its box); on in experiment=stage2_fine_seg
     "region_caption": {"train": 0},
+    # attribute questions ("What colour is the square?"); on in the default's stage 2
+    "image_qa": {"train": 0},
 }
 DEFAULT_CONFIG: dict[str, Any] = {
     "seed": 0,

@@ -392,6 +392,31 @@ def audio_chat(job: Job) -> dict:
     return make_record(job, {"image": scene.path, "sound": sound}, turns, meta)
 
 
+def image_qa(job: Job) -> dict:
+    """An attribute question about one object (a VQA-like task): its colour asked by its kind,
+    or its kind by its colour, whichever names it alone in the image. The answer is one word
+    read off the object the question's word picks out: the word-to-image match that REC's
+    two-object scenes and POPE rely on, taught with a dense (4- or 3-way) answer. The answer's
+    word follows a space ("It is green."), so it is the same token as in questions and
+    captions."""
+    scene = make_image(job, _n_objects(job))
+    colors = [s.color for s in scene.shapes]
+    kinds = [s.kind for s in scene.shapes]
+    questions = []
+    for i, shape in enumerate(scene.shapes):
+        if kinds.count(shape.kind) == 1:
+            questions.append((f"What colour is the {shape.kind}?", f"It is {shape.color}.", i))
+        if colors.count(shape.color) == 1:
+            questions.append(
+                (f"What shape is the {shape.color} object?", f"It is a {shape.kind}.", i)
+            )
+    # distinct (colour, kind) pairs: with up to 3 objects some attribute is always unique
+    question, answer, i = questions[int(job.rng.integers(len(questions)))]
+    return make_record(
+        job, {"image": scene.path}, [(question, answer)], {**scene.meta(), "target": i}
+    )
+
+
 # Append-only: a task's position seeds its RNG, so reordering would change every file.
 BUILDERS: dict[str, Callable[[Job], dict]] = {
     "image_caption": image_caption,
@@ -409,4 +434,5 @@ BUILDERS: dict[str, Callable[[Job], dict]] = {
     "gcg": gcg,
     "avs": avs,
     "region_caption": region_caption,
+    "image_qa": image_qa,
 }
