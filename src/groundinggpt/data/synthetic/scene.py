@@ -143,6 +143,13 @@ def paint(canvas: np.ndarray, shape: Shape) -> tuple[int, int, int, int]:
     return tight_box(mask)
 
 
+def left_to_right(objects: list[Shape]) -> list[int]:
+    """Object indices by the horizontal centre (then top edge): the order captions name them."""
+    return sorted(
+        range(len(objects)), key=lambda i: (objects[i].x + objects[i].side / 2, objects[i].y)
+    )
+
+
 def describe(
     objects: list[Shape], labels: list[str] | None = None, order: list[int] | None = None
 ) -> str:
@@ -153,9 +160,7 @@ def describe(
     """
     tags = labels or [""] * len(objects)
     if order is None:
-        order = sorted(
-            range(len(objects)), key=lambda i: (objects[i].x + objects[i].side / 2, objects[i].y)
-        )
+        order = left_to_right(objects)
     names = [f"a {objects[i].name}" + (f" {tags[i]}" if tags[i] else "") for i in order]
     if len(names) == 1:
         return names[0] + "."

@@ -23,6 +23,7 @@ from groundinggpt.data.synthetic.scene import (
     background,
     describe,
     distinct_objects,
+    left_to_right,
     paint,
     place_shapes,
 )
@@ -113,10 +114,7 @@ class ImageScene:
 
     def left_to_right(self) -> list[int]:
         """Shape indices in the order `describe` names them."""
-        return sorted(
-            range(len(self.shapes)),
-            key=lambda i: (self.shapes[i].x + self.shapes[i].side / 2, self.shapes[i].y),
-        )
+        return left_to_right(self.shapes)
 
 
 @dataclass
