@@ -2,8 +2,8 @@
 
     python experiments/2026-12-06_ablations/ablation_plot.py OUT.png "ARM=RUN_DIR,RUN_DIR,..." ...
 
-Each ``ARM=...`` names one sweep point and its runs (one per seed; each run folder holds the
-``metrics.json`` every training run writes). Prints a Markdown table (per-seed values and the
+Each ``ARM=...`` names one sweep point and its runs (one per seed): a run folder (its
+``metrics.json``, written by every training run) or a JSON file of ``val/*`` numbers. Prints a Markdown table (per-seed values and the
 mean of each arm) and draws one panel per task: every seed a dot, the arm's mean a bar, the
 trivial baseline dashed. Extra panels for ``val/*_caption/loss`` when the runs logged them
 (the replay ablation's held-out stage-1 captions: lower is less forgetting).
@@ -26,7 +26,8 @@ CAPTIONS = ["image_caption/loss", "video_caption/loss", "audio_caption/loss"]
 
 def load(spec: str) -> tuple[str, list[dict]]:
     arm, runs = spec.split("=", 1)
-    return arm, [json.loads((Path(r) / "metrics.json").read_text()) for r in runs.split(",")]
+    paths = [Path(r) for r in runs.split(",")]
+    return arm, [json.loads((p if p.is_file() else p / "metrics.json").read_text()) for p in paths]
 
 
 def main() -> None:
