@@ -225,6 +225,39 @@ def test_image_qa_answers_are_true_of_the_one_object_asked_about(tmp_path: Path)
     assert 0 < asked_colour < len(records)  # both kinds of question
 
 
+def test_image_verify_answers_yes_exactly_when_the_named_object_has_the_attribute(
+    tmp_path: Path,
+) -> None:
+    sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
+    sizes["image_verify"] = {"train": 40}
+    root = ensure_synthetic(tmp_path / "verify", progress=False, sizes=sizes, objects=[1, 3])
+    records = load_records(root / "annotations/image_verify_train.json")
+    answers = [r["conversations"][1]["value"] for r in records]
+    assert answers.count("Yes.") == answers.count("No.")
+    other_object = 0
+    for r in records:
+        question = r["conversations"][0]["value"].split("\n")[-1]
+        objects = [o["name"].split() for o in r["meta"]["objects"]]
+        if question.startswith("Is the ") and " object a " in question:  # named by colour
+            colour, said = question.removeprefix("Is the ").rstrip("?").split(" object a ")
+            (named,) = [(c, k) for c, k in objects if c == colour]
+            truth, others = named[1], {k for _, k in objects}
+        else:  # named by kind: "Is the square red?"
+            kind, said = question.removeprefix("Is the ").rstrip("?").split(" ")
+            (named,) = [(c, k) for c, k in objects if k == kind]
+            truth, others = named[0], {c for c, _ in objects}
+        target = r["meta"]["objects"][r["meta"]["target"]]["name"].split()
+        assert target == list(named)
+        assert (r["conversations"][1]["value"] == "Yes.") == (said == truth), question
+        if said != truth and said in others:
+            other_object += 1  # "No." about an attribute another object in the image has
+        # the named object is drawn in its colour inside its box
+        x0, y0, x1, y1 = r["meta"]["objects"][r["meta"]["target"]]["box"]
+        window = np.asarray(open_rgb(root / r["image"]))[y0:y1, x0:x1]
+        assert (window == COLORS[named[0]]).all(-1).mean() > 0.3
+    assert other_object > 0
+
+
 def test_sound_matches_a_single_shape_kind(root: Path) -> None:
     pitch = {"low": "circle", "medium": "square", "high": "triangle"}
     records = [*load_records(root / "annotations/sl_train.json")]

@@ -415,6 +415,40 @@ def image_qa(job: Job) -> dict:
     )
 
 
+
+def image_verify(job: Job) -> dict:
+    """A yes/no check of one object's attribute: "Is the square red?" / "Is the red object a
+    square?" (the object named by whichever attribute is unique in the image). Half the
+    answers are "No." (even record index = "Yes.", as POPE), naming another colour or kind:
+    the other object's where the image has one, so the answer needs the named object, not any
+    object. Existence (POPE) compares a word of the question with the image in the same way;
+    here the object is always there, so the comparison is taught without the absence."""
+    scene = make_image(job, _n_objects(job))
+    colors = [s.color for s in scene.shapes]
+    kinds = [s.kind for s in scene.shapes]
+    yes = job.index % 2 == 0
+    candidates = [i for i, s in enumerate(scene.shapes) if kinds.count(s.kind) == 1] + [
+        -1 - i for i, s in enumerate(scene.shapes) if colors.count(s.color) == 1
+    ]
+    pick = candidates[int(job.rng.integers(len(candidates)))]
+    by_kind, i = pick >= 0, pick if pick >= 0 else -1 - pick
+    shape = scene.shapes[i]
+    options, truth = (list(COLORS), shape.color) if by_kind else (list(SHAPES), shape.kind)
+    others = [o for o in (colors if by_kind else kinds) if o != truth]
+    if yes:
+        said = truth
+    elif others:  # another object's attribute: only the named object answers it
+        said = others[int(job.rng.integers(len(others)))]
+    else:
+        wrong = [o for o in options if o != truth]
+        said = wrong[int(job.rng.integers(len(wrong)))]
+    if by_kind:
+        question = f"Is the {shape.kind} {said}?"
+    else:
+        question = f"Is the {shape.color} object a {said}?"
+    turns = [(question, "Yes." if yes else "No.")]
+    return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
+
 # Append-only: a task's position seeds its RNG, so reordering would change every file.
 BUILDERS: dict[str, Callable[[Job], dict]] = {
     "image_caption": image_caption,
@@ -433,4 +467,5 @@ BUILDERS: dict[str, Callable[[Job], dict]] = {
     "avs": avs,
     "region_caption": region_caption,
     "image_qa": image_qa,
+    "image_verify": image_verify,
 }
