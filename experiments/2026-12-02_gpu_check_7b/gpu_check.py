@@ -73,7 +73,11 @@ def realistic_samples(tokenizer, media_tokens, batch_size: int, answer_tokens: i
 
     fmt = ConversationFormatter(tokenizer, modality_specs(media_tokens))
     size, frames, image = (64, 16, 64) if tiny else (224, 64, 336)
-    shapes = {"image": (3, image, image), "video": (frames, 3, size, size), "audio": (3, 1, 128, 204)}
+    shapes = {
+        "image": (3, image, image),
+        "video": (frames, 3, size, size),
+        "audio": (3, 1, 128, 204),
+    }
     placeholder = {"image": "<image>", "video": "<video>", "audio": "<sound>"}
     phrase = "the red circle is at [0.12, 0.30, 0.56, 0.71]"  # ~24 tokens
     samples = []

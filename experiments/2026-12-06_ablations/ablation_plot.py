@@ -39,11 +39,13 @@ def main() -> None:
         cells = []
         for k in keys:
             vals = [m[f"val/{k}"] for m in ms]
-            cells.append(" / ".join(f"{v:.3f}" for v in vals) + f": **{sum(vals) / len(vals):.3f}**")
+            cells.append(
+                " / ".join(f"{v:.3f}" for v in vals) + f": **{sum(vals) / len(vals):.3f}**"
+            )
         print(f"| {arm} | " + " | ".join(cells) + " |")
     fig, axes = plt.subplots(1, len(keys), figsize=(2.6 * len(keys), 3.2), squeeze=False)
     for ax, k in zip(axes[0], keys, strict=True):
-        for x, (arm, ms) in enumerate(arms):
+        for x, (_arm, ms) in enumerate(arms):
             vals = [m[f"val/{k}"] for m in ms]
             ax.bar(x, sum(vals) / len(vals), color="0.85", width=0.6)
             ax.scatter([x] * len(vals), vals, color="C0", zorder=3, s=18)

@@ -16,12 +16,14 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from torchvision.ops import box_iou
 import torch
+from torchvision.ops import box_iou
 
 
 def iou(a, b) -> float:
-    return float(box_iou(torch.tensor([a], dtype=torch.float), torch.tensor([b], dtype=torch.float)))
+    return float(
+        box_iou(torch.tensor([a], dtype=torch.float), torch.tensor([b], dtype=torch.float))
+    )
 
 
 def main() -> None:

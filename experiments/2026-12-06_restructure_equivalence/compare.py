@@ -23,8 +23,10 @@ def compare_metrics(a: Path, b: Path) -> int:
     ma, mb = (json.loads((p / "metrics.json").read_text()) for p in (a, b))
     model_keys = sorted(k for k in set(ma) | set(mb) if not machine_key(k))
     differ = [k for k in model_keys if ma.get(k) != mb.get(k)]
-    print(f"metrics.json: {len(model_keys)} model keys, {len(differ)} differ;"
-          f" {len(set(ma) | set(mb)) - len(model_keys)} machine keys (perf/*, time) not compared")
+    print(
+        f"metrics.json: {len(model_keys)} model keys, {len(differ)} differ;"
+        f" {len(set(ma) | set(mb)) - len(model_keys)} machine keys (perf/*, time) not compared"
+    )
     for k in differ:
         print(f"  {k}: {ma.get(k)!r} -> {mb.get(k)!r}")
     return len(differ)

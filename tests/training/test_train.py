@@ -106,7 +106,6 @@ def test_toy_full_chains_the_three_stages_in_one_run(tiny_data_dir, tmp_path):
     """experiment=toy_full: each stage in its own folder, from the checkpoint before it."""
     from hydra import initialize_config_dir
     from omegaconf import OmegaConf
-
     from tests.conftest import CONFIG_DIR, compose_config
 
     # what a user would type after experiment=toy_full: it must reach every stage
@@ -150,7 +149,6 @@ def test_toy_full_chains_the_three_stages_in_one_run(tiny_data_dir, tmp_path):
 def test_every_point_of_an_ablation_sweep_trains(make_cfg, tmp_path, search):
     """Each value an hparams_search sweeps (seeds aside) builds a consistent model and fits."""
     from hydra import compose, initialize_config_dir
-
     from tests.conftest import CONFIG_DIR
 
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):

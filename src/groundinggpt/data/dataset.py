@@ -499,7 +499,9 @@ def collate_cached_features(
     for name in names:
         have = [s for s in samples if name in s["media"] or name in s.get("cached_features", {})]
         hit = torch.tensor([name in s.get("cached_features", {}) for s in have])
-        features = [s["cached_features"][name] for s in have if name in s.get("cached_features", {})]
+        features = [
+            s["cached_features"][name] for s in have if name in s.get("cached_features", {})
+        ]
         out[name] = (torch.stack(features), hit)
     return out
 

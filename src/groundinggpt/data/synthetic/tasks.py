@@ -415,7 +415,6 @@ def image_qa(job: Job) -> dict:
     )
 
 
-
 def image_verify(job: Job) -> dict:
     """A yes/no check of one object's attribute: "Is the square red?" / "Is the red object a
     square?" (the object named by whichever attribute is unique in the image). Half the
@@ -427,11 +426,10 @@ def image_verify(job: Job) -> dict:
     colors = [s.color for s in scene.shapes]
     kinds = [s.kind for s in scene.shapes]
     yes = job.index % 2 == 0
-    candidates = [i for i, s in enumerate(scene.shapes) if kinds.count(s.kind) == 1] + [
-        -1 - i for i, s in enumerate(scene.shapes) if colors.count(s.color) == 1
-    ]
-    pick = candidates[int(job.rng.integers(len(candidates)))]
-    by_kind, i = pick >= 0, pick if pick >= 0 else -1 - pick
+    # (named by its kind?, object index): every attribute that names one object alone
+    candidates = [(True, i) for i, s in enumerate(scene.shapes) if kinds.count(s.kind) == 1]
+    candidates += [(False, i) for i, s in enumerate(scene.shapes) if colors.count(s.color) == 1]
+    by_kind, i = candidates[int(job.rng.integers(len(candidates)))]
     shape = scene.shapes[i]
     options, truth = (list(COLORS), shape.color) if by_kind else (list(SHAPES), shape.kind)
     others = [o for o in (colors if by_kind else kinds) if o != truth]
@@ -448,6 +446,7 @@ def image_verify(job: Job) -> dict:
         question = f"Is the {shape.color} object a {said}?"
     turns = [(question, "Yes." if yes else "No.")]
     return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
+
 
 # Append-only: a task's position seeds its RNG, so reordering would change every file.
 BUILDERS: dict[str, Callable[[Job], dict]] = {
