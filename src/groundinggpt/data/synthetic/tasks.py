@@ -390,6 +390,20 @@ def audio_chat(job: Job) -> dict:
     return make_record(job, {"image": scene.path, "sound": sound}, turns, meta)
 
 
+def _named_alone(shapes: list[Shape]) -> list[tuple[bool, int]]:
+    """``(named by its kind?, index)`` for every attribute that names one object alone in the
+    image (its kind, its colour or both), object by object."""
+    colors = [s.color for s in shapes]
+    kinds = [s.kind for s in shapes]
+    named = []
+    for i, shape in enumerate(shapes):
+        if kinds.count(shape.kind) == 1:
+            named.append((True, i))
+        if colors.count(shape.color) == 1:
+            named.append((False, i))
+    return named
+
+
 def image_qa(job: Job) -> dict:
     """An attribute question about one object (a VQA-like task): its colour asked by its kind,
     or its kind by its colour, whichever names it alone in the image. The answer is one word
@@ -398,13 +412,12 @@ def image_qa(job: Job) -> dict:
     word follows a space ("It is green."), so it is the same token as in questions and
     captions."""
     scene = make_image(job, _n_objects(job))
-    colors = [s.color for s in scene.shapes]
-    kinds = [s.kind for s in scene.shapes]
     questions = []
-    for i, shape in enumerate(scene.shapes):
-        if kinds.count(shape.kind) == 1:
+    for by_kind, i in _named_alone(scene.shapes):
+        shape = scene.shapes[i]
+        if by_kind:
             questions.append((f"What colour is the {shape.kind}?", f"It is {shape.color}.", i))
-        if colors.count(shape.color) == 1:
+        else:
             questions.append(
                 (f"What shape is the {shape.color} object?", f"It is a {shape.kind}.", i)
             )
@@ -426,9 +439,8 @@ def image_verify(job: Job) -> dict:
     colors = [s.color for s in scene.shapes]
     kinds = [s.kind for s in scene.shapes]
     yes = job.index % 2 == 0
-    # (named by its kind?, object index): every attribute that names one object alone
-    candidates = [(True, i) for i, s in enumerate(scene.shapes) if kinds.count(s.kind) == 1]
-    candidates += [(False, i) for i, s in enumerate(scene.shapes) if colors.count(s.color) == 1]
+    # kind-named objects first, then colour-named ones (a stable sort keeps object order)
+    candidates = sorted(_named_alone(scene.shapes), key=lambda c: not c[0])
     by_kind, i = candidates[int(job.rng.integers(len(candidates)))]
     shape = scene.shapes[i]
     options, truth = (list(COLORS), shape.color) if by_kind else (list(SHAPES), shape.kind)
