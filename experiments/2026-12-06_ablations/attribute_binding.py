@@ -4,9 +4,9 @@ answered by generation, split by the number of objects in the image.
     python experiments/2026-12-06_ablations/attribute_binding.py CKPT DATA_DIR [N]
 
 Answers the first N (default 200) training records of ``image_qa`` ("What colour is the
-square?" / "What shape is the red object?"), ``image_verify`` ("Is the square red?", where the
-data has it) and ``pope`` with `GroundingChat` (greedy, as
-infer.py) and prints exact-match accuracy per (objects in the image, question kind). On a
+square?" / "What shape is the red object?"), ``image_verify`` ("Is the square red?") and
+``text_pope`` (POPE with the scene given as words, no image) where the data has them, and
+``pope``, with `GroundingChat` (greedy, as infer.py) and prints exact-match accuracy per (objects in the image, question kind). On a
 one-object image an attribute question is answered by describing the only object; on a
 two-object image only by finding the named one (chance ~0.5 when the two differ).
 """
@@ -33,14 +33,15 @@ def main() -> None:
         cfg = compose("infer", [f"ckpt_path={ckpt}", f"paths.data_dir={data}"])
     model, tokenizer = build_model(cfg, "ckpt_path")
     chat = hydra.utils.instantiate(cfg.assistant, model=model, tokenizer=tokenizer)
-    for task in ("image_qa", "image_verify", "pope"):
+    for task in ("image_qa", "image_verify", "pope", "text_pope"):
         path = data / "synthetic" / "annotations" / f"{task}_train.json"
         if not path.is_file():
             continue
         counts: dict[tuple[int, str], list[int]] = defaultdict(lambda: [0, 0])
         for record in json.loads(path.read_text())[:n]:
-            chat.set_media(image=str(data / "synthetic" / record["image"]))
-            question = record["conversations"][0]["value"].split("\n", 1)[1]
+            image = record.get("image")  # text_pope: none, the scene is in the question
+            chat.set_media(image=str(data / "synthetic" / image) if image else None)
+            question = record["conversations"][0]["value"].split("\n")[-1]
             reference = record["conversations"][1]["value"].strip().lower()
             answer = chat.ask(question).text.strip().lower()
             kind = question.split()[1] if task == "image_qa" else reference  # colour/shape, yes/no

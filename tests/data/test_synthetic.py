@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import decord
@@ -387,3 +388,29 @@ def test_grounded_caption_order(tmp_path: Path) -> None:
             assert (roots["random"] / path).read_bytes() == content
     with pytest.raises(ValueError, match="grounded_order"):
         resolve_config(grounded_order="by_size")
+
+
+def test_text_pope_states_the_scene_in_words_and_answers_by_it(tmp_path: Path) -> None:
+    sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
+    sizes["text_pope"] = {"train": 40}
+    root = ensure_synthetic(
+        tmp_path / "text_pope",
+        progress=False,
+        sizes=sizes,
+        objects=[1, 2],
+        pope_negatives="disjoint",
+    )
+    records = load_records(root / "annotations/text_pope_train.json")
+    answers = [r["conversations"][1]["value"] for r in records]
+    assert answers.count("Yes.") == answers.count("No.") == 20
+    for r in records:
+        assert not any(key in r for key in ("image", "video", "sound"))  # text only
+        question = r["conversations"][0]["value"]
+        assert "<" not in question  # no media placeholder
+        scene, asked = question.removeprefix("The image shows ").split(". Is there a ")
+        asked = asked.removesuffix(" in the image?")
+        named = [o["name"] for o in r["meta"]["objects"]]
+        assert re.findall(r"a (\w+ \w+)", scene) == named  # the scene names every object
+        assert (r["conversations"][1]["value"] == "Yes.") == (asked in named)
+        if asked not in named:  # disjoint: the absent object shares no word with the scene
+            assert not set(asked.split()) & {w for n in named for w in n.split()}

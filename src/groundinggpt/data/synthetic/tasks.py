@@ -460,6 +460,25 @@ def image_verify(job: Job) -> dict:
     return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
 
 
+def text_pope(job: Job) -> dict:
+    """POPE with the scene given as words and no media: "The image shows a red square and a
+    blue circle. Is there a green triangle in the image?" The same question and answers as
+    `pope` (absent objects drawn the same way), so the comparison of the question's words with
+    what the scene holds is taught where it is easy to learn, in text. A pretrained LLM brings
+    that comparison from its language pretraining; the toy's random-init LLM does not."""
+    objects = distinct_objects(job.rng, _n_objects(job))
+    shapes = [Shape(color, kind, 0, 0, 1) for color, kind in objects]
+    present = job.index % 2 == 0  # exact 50/50 balance, as pope
+    if present:
+        name = shapes[int(job.rng.integers(len(shapes)))].name
+    else:
+        name = _absent_object(job.rng, shapes, job.params.pope_negatives == "disjoint")
+    scene = "The image shows " + describe(shapes, order=list(range(len(shapes))))
+    turns = [(f"{scene} Is there a {name} in the image?", "Yes." if present else "No.")]
+    meta = {"objects": [{"name": s.name} for s in shapes], "label": present}
+    return make_record(job, {}, turns, meta)
+
+
 # Append-only: a task's position seeds its RNG, so reordering would change every file.
 BUILDERS: dict[str, Callable[[Job], dict]] = {
     "image_caption": image_caption,
@@ -479,4 +498,5 @@ BUILDERS: dict[str, Callable[[Job], dict]] = {
     "region_caption": region_caption,
     "image_qa": image_qa,
     "image_verify": image_verify,
+    "text_pope": text_pope,
 }
