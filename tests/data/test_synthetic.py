@@ -24,7 +24,7 @@ from groundinggpt.data.synthetic import (
 )
 from groundinggpt.data.synthetic.generate import resolve_config
 from groundinggpt.data.synthetic.scene import COLORS
-from groundinggpt.grounding.format import parse_box, parse_span
+from groundinggpt.grounding.format import parse_box, parse_span, parse_yes_no, pope_answer
 from groundinggpt.grounding.geometry import box_from_padded
 
 SIZES = uniform_sizes(train=4, val=2, test=2)
@@ -196,6 +196,29 @@ def test_pope_is_balanced_and_truthful(root: Path) -> None:
             assert present == (r["conversations"][1]["value"] == "Yes.")
 
 
+@pytest.mark.parametrize("form", ["echo", "describe"])
+def test_pope_answer_forms_put_the_evidence_before_a_truthful_decision(
+    tmp_path: Path, form: str
+) -> None:
+    sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
+    sizes["pope"] = {"train": 30, "val": 10}
+    root = ensure_synthetic(tmp_path / form, progress=False, sizes=sizes, pope_answer=form)
+    for split in ("train", "val"):
+        for r in load_records(root / f"annotations/pope_{split}.json"):
+            asked = r["conversations"][0]["value"].split("Is there a ")[1].split(" in the")[0]
+            named = [o["name"] for o in r["meta"]["objects"]]
+            answer = r["conversations"][1]["value"]
+            evidence, decision = answer.rsplit(" ", 1)
+            # both yes/no rules read the decision
+            assert parse_yes_no(answer) is (asked in named) is (decision == "yes.")
+            assert pope_answer(answer) == decision[:-1]
+            if form == "echo":  # the asked object, then the decision
+                assert evidence == f"A {asked}:"
+            else:  # every object of the image, then the decision
+                listed = re.findall(r"a (\w+ \w+)", evidence.removeprefix("I see "))
+                assert sorted(listed) == sorted(named)
+
+
 def test_image_qa_answers_are_true_of_the_one_object_asked_about(tmp_path: Path) -> None:
     sizes = {task: {"train": 0} for task in synthetic.generate.DEFAULT_SIZES}
     sizes["image_qa"] = {"train": 24}
@@ -332,6 +355,8 @@ def test_config_validation() -> None:
         resolve_config(sizes={"rec": {"dev": 1}})
     with pytest.raises(ValueError, match="image_size"):
         resolve_config(image_size=[64, 64])
+    with pytest.raises(ValueError, match="pope_answer"):
+        resolve_config(pope_answer="long")
 
 
 def test_load_records_reads_json_and_jsonl(tmp_path: Path) -> None:

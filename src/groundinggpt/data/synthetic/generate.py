@@ -64,6 +64,7 @@ DEFAULT_CONFIG: dict[str, Any] = {
     "pope_negatives": "any",
     "video_distractor": 0.5,
     "grounded_order": "left_to_right",
+    "pope_answer": "short",
     "video_size": 64,
     "fps": 8,
     "video_seconds": [3.0, 6.0],
@@ -125,6 +126,10 @@ def _validate(cfg: Mapping[str, Any]) -> None:
     if cfg["grounded_order"] not in ("left_to_right", "random"):
         raise ValueError(
             f"grounded_order is 'left_to_right' or 'random', got {cfg['grounded_order']!r}"
+        )
+    if cfg["pope_answer"] not in ("short", "echo", "describe"):
+        raise ValueError(
+            f"pope_answer is 'short', 'echo' or 'describe', got {cfg['pope_answer']!r}"
         )
     if not 0.0 <= float(cfg["video_distractor"]) <= 1.0:
         raise ValueError(f"video_distractor is a share in [0, 1], got {cfg['video_distractor']!r}")

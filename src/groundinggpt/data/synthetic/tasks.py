@@ -60,6 +60,9 @@ class Params:
     # Order of the objects of a grounded caption: "left_to_right", or "random" (then a box
     # cannot be told from the object's place in the sentence: the caption must read the name).
     grounded_order: str = "left_to_right"
+    # POPE's answers: "short" ("Yes." / "No."), "echo" (the asked object first: "A red
+    # square: no.") or "describe" (what the image shows first: "I see a blue circle, so no.").
+    pope_answer: str = "short"
     video_size: int = 64
     fps: int = 8
     video_seconds: tuple[float, float] = (3.0, 6.0)
@@ -278,7 +281,14 @@ def pope(job: Job) -> dict:
         name = scene.shapes[int(job.rng.integers(len(scene.shapes)))].name
     else:
         name = _absent_object(job.rng, scene.shapes, job.params.pope_negatives == "disjoint")
-    turns = [(f"Is there a {name} in the image?", "Yes." if present else "No.")]
+    # one sentence each, so that both yes/no rules (`parse_yes_no`, POPE's own: the first
+    # sentence) read the decision
+    answer = "Yes." if present else "No."
+    if job.params.pope_answer == "echo":
+        answer = f"A {name}: {answer.lower()}"
+    elif job.params.pope_answer == "describe":
+        answer = f"I see {describe(scene.shapes)[:-1]}, so {answer.lower()}"
+    turns = [(f"Is there a {name} in the image?", answer)]
     return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "label": present})
 
 
