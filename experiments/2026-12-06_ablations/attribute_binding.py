@@ -6,8 +6,9 @@ answered by generation, split by the number of objects in the image.
 Answers the first N (default 200) training records of ``image_qa`` ("What colour is the
 square?" / "What shape is the red object?"), ``image_verify`` ("Is the square red?") and
 ``text_pope`` (POPE with the scene given as words, no image) where the data has them, and
-``pope``, with `GroundingChat` (greedy, as infer.py) and prints exact-match accuracy per (objects in the image, question kind). On a
-one-object image an attribute question is answered by describing the only object; on a
+``pope``, with `GroundingChat` (greedy, as infer.py) and prints accuracy (of the answer
+word; of the yes/no decision, in any answer form) per (objects in the image, question kind).
+On a one-object image an attribute question is answered by describing the only object; on a
 two-object image only by finding the named one (chance ~0.5 when the two differ).
 """
 
@@ -22,6 +23,7 @@ import hydra
 from hydra import compose, initialize_config_dir
 
 from groundinggpt.build import build_model
+from groundinggpt.grounding.format import parse_yes_no
 
 CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")
 
@@ -44,9 +46,13 @@ def main() -> None:
             question = record["conversations"][0]["value"].split("\n")[-1]
             reference = record["conversations"][1]["value"].strip().lower()
             answer = chat.ask(question).text.strip().lower()
-            kind = question.split()[1] if task == "image_qa" else reference  # colour/shape, yes/no
+            if task == "image_qa":  # colour/shape asked; the answer word must match
+                kind, hit = question.split()[1], answer == reference
+            else:  # yes/no: the decision must match (whatever the answer form)
+                truth = parse_yes_no(reference)
+                kind, hit = ("yes." if truth else "no."), parse_yes_no(answer) is truth
             key = (len(record["meta"]["objects"]), kind)
-            counts[key][0] += answer == reference
+            counts[key][0] += hit
             counts[key][1] += 1
         for (objects, kind), (hit, total) in sorted(counts.items()):
             print(f"{task:8s} objects={objects} {kind:7s} {hit:3d}/{total:3d} = {hit / total:.2f}")
