@@ -274,13 +274,19 @@ def rec(job: Job) -> dict:
     return make_record(job, {"image": scene.path}, turns, {**scene.meta(), "target": i})
 
 
+def _asked_object(job: Job, shapes: list[Shape]) -> tuple[str, bool]:
+    """The object an existence question names and whether it is there: present for even
+    record indices (an exact 50/50 balance in every split), else absent as
+    ``params.pope_negatives`` says."""
+    present = job.index % 2 == 0
+    if present:
+        return shapes[int(job.rng.integers(len(shapes)))].name, True
+    return _absent_object(job.rng, shapes, job.params.pope_negatives == "disjoint"), False
+
+
 def pope(job: Job) -> dict:
     scene = make_image(job, _n_objects(job))
-    present = job.index % 2 == 0  # exact 50/50 balance in every split
-    if present:
-        name = scene.shapes[int(job.rng.integers(len(scene.shapes)))].name
-    else:
-        name = _absent_object(job.rng, scene.shapes, job.params.pope_negatives == "disjoint")
+    name, present = _asked_object(job, scene.shapes)
     # one sentence each, so that both yes/no rules (`parse_yes_no`, POPE's own: the first
     # sentence) read the decision
     answer = "Yes." if present else "No."
@@ -472,17 +478,14 @@ def image_verify(job: Job) -> dict:
 
 def text_pope(job: Job) -> dict:
     """POPE with the scene given as words and no media: "The image shows a red square and a
-    blue circle. Is there a green triangle in the image?" The same question and answers as
-    `pope` (absent objects drawn the same way), so the comparison of the question's words with
-    what the scene holds is taught where it is easy to learn, in text. A pretrained LLM brings
-    that comparison from its language pretraining; the toy's random-init LLM does not."""
+    blue circle. Is there a green triangle in the image?" -> "No." The same questions as
+    `pope`, so the comparison of the question's words with what the scene holds can be taught
+    in text (what a pretrained LLM brings from its language pretraining). Measured: it forms
+    as late in text as in images and did not make existence learn earlier
+    (experiments/2026-12-06_existence/); off by default."""
     objects = distinct_objects(job.rng, _n_objects(job))
     shapes = [Shape(color, kind, 0, 0, 1) for color, kind in objects]
-    present = job.index % 2 == 0  # exact 50/50 balance, as pope
-    if present:
-        name = shapes[int(job.rng.integers(len(shapes)))].name
-    else:
-        name = _absent_object(job.rng, shapes, job.params.pope_negatives == "disjoint")
+    name, present = _asked_object(job, shapes)
     scene = "The image shows " + describe(shapes, order=list(range(len(shapes))))
     turns = [(f"{scene} Is there a {name} in the image?", "Yes." if present else "No.")]
     meta = {"objects": [{"name": s.name} for s in shapes], "label": present}
