@@ -22,8 +22,10 @@ KEY = "val/pope/accuracy"
 
 def main() -> None:
     out, panels = Path(sys.argv[1]), [arg.split("=", 1) for arg in sys.argv[2:]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), sharey=True)
-    for ax, (title, runs) in zip(list(getattr(axes, "flat", [axes])), panels, strict=True):
+    fig, axes = plt.subplots(
+        1, len(panels), figsize=(4.2 * len(panels), 3.2), sharey=True, squeeze=False
+    )
+    for ax, (title, runs) in zip(axes[0], panels, strict=True):
         for run in runs.split(","):
             rows = [r for r in json.loads((Path(run) / "curves.json").read_text()) if KEY in r]
             label = Path(run).name.rsplit("_", 1)[-1]
@@ -34,8 +36,7 @@ def main() -> None:
         ax.set_xlabel("step")
         ax.set_ylim(0.4, 1.02)
         ax.legend(fontsize=7, loc="lower right")
-    axes_list = list(getattr(axes, "flat", [axes]))
-    axes_list[0].set_ylabel(KEY)
+    axes[0][0].set_ylabel(KEY)
     fig.tight_layout()
     fig.savefig(out, dpi=110)
     print(f"wrote {out}")
